@@ -1,0 +1,2 @@
+//! dray-delegate.
+fn main() {}

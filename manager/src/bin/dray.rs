@@ -1,0 +1,2 @@
+//! dray CLI.
+fn main() {}
