@@ -1,0 +1,6 @@
+//! gRPC services: the delegate protocol (`delegate_svc`), the public API
+//! (`api_svc`), and the one place errors become `tonic::Status` (`status`).
+
+pub mod api_svc;
+pub mod delegate_svc;
+pub mod status;
