@@ -124,8 +124,10 @@ fn duration(option: &'static str, value: Option<String>, default: Duration) -> R
     match value {
         None => Ok(default),
         Some(v) => {
-            let d = humantime::parse_duration(v.trim())
-                .map_err(|e| Error::Invalid { option, message: format!("{v:?} is not a duration ({e}); try 30s, 5m, 1h") })?;
+            let d = humantime::parse_duration(v.trim()).map_err(|e| Error::Invalid {
+                option,
+                message: format!("{v:?} is not a duration ({e}); try 30s, 5m, 1h"),
+            })?;
             if d.is_zero() {
                 return Err(Error::Invalid { option, message: "must be greater than zero".into() });
             }
@@ -136,7 +138,10 @@ fn duration(option: &'static str, value: Option<String>, default: Duration) -> R
 
 fn addr(option: &'static str, value: Option<String>, default: &str) -> Result<SocketAddr, Error> {
     let v = value.unwrap_or_else(|| default.to_string());
-    v.parse().map_err(|_| Error::Invalid { option, message: format!("{v:?} is not an address like 127.0.0.1:7443") })
+    v.parse().map_err(|_| Error::Invalid {
+        option,
+        message: format!("{v:?} is not an address like 127.0.0.1:7443"),
+    })
 }
 
 impl ServerArgs {
@@ -151,7 +156,10 @@ impl ServerArgs {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("dray.db").display()));
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             return Err(Error::Invalid {
                 option: "database-url",
                 message: format!("{database_url:?}: expected sqlite://PATH or postgres://…"),
@@ -160,7 +168,10 @@ impl ServerArgs {
         let mut advertise_hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         for h in if self.advertise_host.is_empty() { file.advertise_host } else { self.advertise_host } {
             if h.is_empty() || h.contains(['/', ' ', ':']) && h.parse::<std::net::IpAddr>().is_err() {
-                return Err(Error::Invalid { option: "advertise-host", message: format!("{h:?} is not a host name or IP") });
+                return Err(Error::Invalid {
+                    option: "advertise-host",
+                    message: format!("{h:?} is not a host name or IP"),
+                });
             }
             if !advertise_hosts.contains(&h) {
                 advertise_hosts.push(h);
@@ -169,9 +180,21 @@ impl ServerArgs {
         let defaults = EngineConfig::default();
         let engine = EngineConfig {
             lease_ttl: duration("lease-ttl", self.lease_ttl.or(file.lease_ttl), defaults.lease_ttl)?,
-            offer_timeout: duration("offer-timeout", self.offer_timeout.or(file.offer_timeout), defaults.offer_timeout)?,
-            queue_timeout: duration("queue-timeout", self.queue_timeout.or(file.queue_timeout), defaults.queue_timeout)?,
-            task_timeout: duration("task-timeout", self.task_timeout.or(file.task_timeout), defaults.task_timeout)?,
+            offer_timeout: duration(
+                "offer-timeout",
+                self.offer_timeout.or(file.offer_timeout),
+                defaults.offer_timeout,
+            )?,
+            queue_timeout: duration(
+                "queue-timeout",
+                self.queue_timeout.or(file.queue_timeout),
+                defaults.queue_timeout,
+            )?,
+            task_timeout: duration(
+                "task-timeout",
+                self.task_timeout.or(file.task_timeout),
+                defaults.task_timeout,
+            )?,
             max_batch: defaults.max_batch,
         };
         let delegate_cert_ttl = duration(
@@ -180,7 +203,10 @@ impl ServerArgs {
             Duration::from_secs(24 * 3600),
         )?;
         if delegate_cert_ttl < Duration::from_secs(60) {
-            return Err(Error::Invalid { option: "delegate-cert-ttl", message: "must be at least 1m".into() });
+            return Err(Error::Invalid {
+                option: "delegate-cert-ttl",
+                message: "must be at least 1m".into(),
+            });
         }
         Ok(Config {
             grpc_addr: addr("grpc-addr", self.grpc_addr.or(file.grpc_addr), "127.0.0.1:7443")?,
@@ -235,7 +261,9 @@ mod tests {
         assert!(e.to_string().starts_with("--lease-ttl: \"soon\" is not a duration"), "{e}");
         let e = ServerArgs { grpc_addr: Some("nowhere".into()), ..Default::default() }.resolve().unwrap_err();
         assert!(e.to_string().contains("--grpc-addr"), "{e}");
-        let e = ServerArgs { database_url: Some("mysql://x".into()), ..Default::default() }.resolve().unwrap_err();
+        let e = ServerArgs { database_url: Some("mysql://x".into()), ..Default::default() }
+            .resolve()
+            .unwrap_err();
         assert!(e.to_string().contains("--database-url"), "{e}");
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "grpc-adr = \"x\"").unwrap();

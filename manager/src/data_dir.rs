@@ -89,21 +89,25 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Materials, Error> 
     let ca = match (read(&ca_pem)?, read(&ca_key)?) {
         (Some(cert_pem), Some(key_pem)) => Authority { cert_pem, key_pem },
         _ => {
-            let ca = Authority::generate("Dray manager CA").map_err(|source| Error::Pki { path: ca_pem.clone(), source })?;
+            let ca = Authority::generate("Dray manager CA")
+                .map_err(|source| Error::Pki { path: ca_pem.clone(), source })?;
             write_private(&ca_key, &ca.key_pem)?;
             write_private(&ca_pem, &ca.cert_pem)?;
-            std::fs::set_permissions(&ca_pem, std::os::unix::fs::PermissionsExt::from_mode(0o644)).map_err(io(&ca_pem))?;
+            std::fs::set_permissions(&ca_pem, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .map_err(io(&ca_pem))?;
             info!(path = %ca_pem.display(), "Created the manager CA; give this certificate to delegates and CLI users.");
             ca
         }
     };
 
-    let (srv_pem, srv_key, srv_names) = (dir.join("server.pem"), dir.join("server.key"), dir.join("server.names"));
+    let (srv_pem, srv_key, srv_names) =
+        (dir.join("server.pem"), dir.join("server.key"), dir.join("server.names"));
     let names = hosts.join(",");
     let fresh = match (read(&srv_pem)?, read(&srv_key)?, read(&srv_names)?) {
         (Some(cert_pem), Some(key_pem), Some(n)) if n == names => {
             let thirty_days = 30 * 24 * 3600 * 1000;
-            let ok = pki::not_after_ms(&cert_pem).is_ok_and(|t| t > dray_shared::clock::now_ms() + thirty_days);
+            let ok =
+                pki::not_after_ms(&cert_pem).is_ok_and(|t| t > dray_shared::clock::now_ms() + thirty_days);
             ok.then_some(CertifiedKey { cert_pem, key_pem })
         }
         _ => None,

@@ -62,31 +62,47 @@ impl Metrics {
             offers_expired: Counter::default(),
             stale_refused: Counter::default(),
             delegates_connected: Gauge::default(),
-            dispatch_latency: Histogram::new(
-                [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
-            ),
-            commit_seconds: Histogram::new(
-                [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0].into_iter(),
-            ),
-            commit_rows: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0].into_iter()),
+            dispatch_latency: Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            commit_seconds: Histogram::new([
+                0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0,
+            ]),
+            commit_rows: Histogram::new([1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0]),
             registry: Registry::default(),
         };
         registry.register("dray_tasks", "Unfinished tasks by state", m.tasks.clone());
-        registry.register("dray_tasks_finished", "Tasks that reached a final state", m.tasks_finished.clone());
+        registry.register(
+            "dray_tasks_finished",
+            "Tasks that reached a final state",
+            m.tasks_finished.clone(),
+        );
         registry.register("dray_tasks_submitted", "Tasks submitted", m.tasks_submitted.clone());
         registry.register("dray_leases_granted", "Leases granted", m.leases_granted.clone());
         registry.register("dray_leases_renewed", "Lease renewals accepted", m.leases_renewed.clone());
         registry.register("dray_leases_lost", "Leases lost", m.leases_lost.clone());
         registry.register("dray_offers_rejected", "Offers rejected by delegates", m.offers_rejected.clone());
         registry.register("dray_offers_expired", "Offers not acknowledged in time", m.offers_expired.clone());
-        registry.register("dray_stale_refused", "Delegate messages refused for a stale epoch", m.stale_refused.clone());
-        registry.register("dray_delegates_connected", "Connected delegate sessions", m.delegates_connected.clone());
+        registry.register(
+            "dray_stale_refused",
+            "Delegate messages refused for a stale epoch",
+            m.stale_refused.clone(),
+        );
+        registry.register(
+            "dray_delegates_connected",
+            "Connected delegate sessions",
+            m.delegates_connected.clone(),
+        );
         registry.register(
             "dray_dispatch_latency_seconds",
             "Time from task submission to lease grant",
             m.dispatch_latency.clone(),
         );
-        registry.register("dray_store_commit_seconds", "Duration of one store commit", m.commit_seconds.clone());
+        registry.register(
+            "dray_store_commit_seconds",
+            "Duration of one store commit",
+            m.commit_seconds.clone(),
+        );
         registry.register("dray_store_commit_rows", "Task rows written per commit", m.commit_rows.clone());
         Metrics { registry, ..m }
     }
@@ -103,10 +119,10 @@ impl Metrics {
         if from == Some(to) {
             return;
         }
-        if let Some(from) = from {
-            if !from.is_final() {
-                self.tasks.get_or_create(&StateLabel { state: from.short_name().into() }).dec();
-            }
+        if let Some(from) = from
+            && !from.is_final()
+        {
+            self.tasks.get_or_create(&StateLabel { state: from.short_name().into() }).dec();
         }
         let label = StateLabel { state: to.short_name().into() };
         if to.is_final() {

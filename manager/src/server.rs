@@ -58,7 +58,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let delegate_svc = DelegateSvc::new(store.clone(), handle.clone(), materials.ca.clone(), config.delegate_cert_ttl);
+    let delegate_svc =
+        DelegateSvc::new(store.clone(), handle.clone(), materials.ca.clone(), config.delegate_cert_ttl);
     let api_svc = ApiSvc::new(store.clone(), handle.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_grpc = stop_rx.clone();

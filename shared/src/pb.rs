@@ -5,8 +5,7 @@
 tonic::include_proto!("dray.v1");
 
 /// Encoded `FileDescriptorSet` of every Dray proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/dray_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dray_descriptor.bin"));
 
 impl TaskState {
     /// True for states a task never leaves.

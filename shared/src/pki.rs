@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -86,11 +86,8 @@ impl Authority {
         dn.push(DnType::OrganizationName, "Dray");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         validity(&mut params, Duration::from_secs(10 * 365 * 24 * 3600));
         let cert = params.self_signed(&key).map_err(rc("self-signing CA"))?;
         Ok(Authority { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -136,9 +133,8 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         validity(&mut params, lifetime);
-        let cert = params
-            .signed_by(&csr.public_key, &self.issuer()?)
-            .map_err(rc("signing delegate certificate"))?;
+        let cert =
+            params.signed_by(&csr.public_key, &self.issuer()?).map_err(rc("signing delegate certificate"))?;
         Ok(cert.pem())
     }
 }
@@ -157,11 +153,7 @@ pub fn csr_for(key_pem: &str, name: &str) -> Result<String, Error> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
-    params
-        .serialize_request(&key)
-        .map_err(rc("creating CSR"))?
-        .pem()
-        .map_err(rc("encoding CSR"))
+    params.serialize_request(&key).map_err(rc("creating CSR"))?.pem().map_err(rc("encoding CSR"))
 }
 
 /// What a verified client certificate says about its holder.
@@ -176,33 +168,31 @@ pub struct PeerIdentity {
 /// Reads the delegate identity out of a DER certificate that TLS has already
 /// verified against the manager's CA.
 pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, Error> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| Error::InvalidCertificate(e.to_string()))?;
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or_else(|| Error::NotADelegate("no common name".into()))?;
-    let delegate = cn
-        .parse::<DelegateId>()
-        .map_err(|e| Error::NotADelegate(e.to_string()))?;
+    let delegate = cn.parse::<DelegateId>().map_err(|e| Error::NotADelegate(e.to_string()))?;
     Ok(PeerIdentity { delegate, not_after_ms: cert.validity().not_after.timestamp() * 1000 })
 }
 
 /// End of validity (Unix ms) of the first certificate in `pem`.
 pub fn not_after_ms(pem: &str) -> Result<i64, Error> {
     let der = first_cert_der(pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| Error::InvalidCertificate(e.to_string()))?;
     Ok(cert.validity().not_after.timestamp() * 1000)
 }
 
 /// Start of validity (Unix ms) of the first certificate in `pem`.
 pub fn not_before_ms(pem: &str) -> Result<i64, Error> {
     let der = first_cert_der(pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| Error::InvalidCertificate(e.to_string()))?;
     Ok(cert.validity().not_before.timestamp() * 1000)
 }
 
@@ -240,7 +230,8 @@ mod tests {
     #[test]
     fn server_certificate_has_the_names() {
         let ca = Authority::generate("test CA").unwrap();
-        let leaf = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(60)).unwrap();
+        let leaf =
+            ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Duration::from_secs(60)).unwrap();
         assert!(not_after_ms(&leaf.cert_pem).unwrap() > not_before_ms(&leaf.cert_pem).unwrap());
     }
 }

@@ -68,9 +68,11 @@ pub fn find(text: &str) -> Result<Vec<Found>, InvalidSecretRef> {
         let start = from + pos;
         let rest = &text[start + OPEN.len()..];
         let bad = |reason: String| InvalidSecretRef { offset: start, reason };
-        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'').ok_or_else(|| {
-            bad("expected a quoted reference such as \"env:NAME\"".into())
-        })?;
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+            .ok_or_else(|| bad("expected a quoted reference such as \"env:NAME\"".into()))?;
         let body = &rest[1..];
         let close = body.find(quote).ok_or_else(|| bad("unterminated quote".into()))?;
         let reference = &body[..close];

@@ -80,11 +80,8 @@ pub fn parse_params(spec: &pb::TaskSpec) -> Result<TaskParams, InvalidTaskSpec> 
     let params_json = if spec.params_json.trim().is_empty() { "{}" } else { &spec.params_json };
     match spec.kind.as_str() {
         kind::SHELL => {
-            let p: ShellParams =
-                serde_json::from_str(params_json).map_err(|e| InvalidTaskSpec::Params {
-                    kind: spec.kind.clone(),
-                    reason: e.to_string(),
-                })?;
+            let p: ShellParams = serde_json::from_str(params_json)
+                .map_err(|e| InvalidTaskSpec::Params { kind: spec.kind.clone(), reason: e.to_string() })?;
             if p.script.trim().is_empty() {
                 return Err(InvalidTaskSpec::Field { field: "script", reason: "must not be empty".into() });
             }
@@ -117,13 +114,14 @@ pub fn validate(spec: &pb::TaskSpec) -> Result<TaskParams, InvalidTaskSpec> {
             });
         }
     }
-    if let Some(scope) = &spec.scope {
-        if scope.project.is_empty() != scope.org.is_empty() && !scope.project.is_empty() {
-            return Err(InvalidTaskSpec::Field {
-                field: "scope",
-                reason: "a project needs an organisation".into(),
-            });
-        }
+    if let Some(scope) = &spec.scope
+        && !scope.project.is_empty()
+        && scope.org.is_empty()
+    {
+        return Err(InvalidTaskSpec::Field {
+            field: "scope",
+            reason: "a project needs an organisation".into(),
+        });
     }
     if !spec.delegate_id.is_empty() {
         spec.delegate_id

@@ -175,7 +175,10 @@ impl Manager {
             cmd.arg("--database-schema").arg(s);
         }
         clear_dray_env(&mut cmd);
-        cmd.env("RUST_LOG", "info,dray_manager=debug").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.env("RUST_LOG", "info,dray_manager=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         let child = cmd.spawn().context("spawning dray server")?;
         self.child = Some(child);
         let port = self.http_port;
@@ -350,7 +353,8 @@ pub struct Delegate {
 impl Delegate {
     /// Enrols (with a fresh token) and starts a delegate; waits until connected.
     pub fn enrol(m: &Manager, name: &str, opts: DelegateOpts) -> anyhow::Result<Delegate> {
-        let token = m.token(&format!("tok-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), &[])?;
+        let token =
+            m.token(&format!("tok-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), &[])?;
         let mut d = Self::with_token(m, name, &token, opts)?;
         d.spawn()?;
         d.wait_connected(1)?;
@@ -412,7 +416,10 @@ impl Delegate {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
-        cmd.env("RUST_LOG", "info,dray_delegate=debug").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.env("RUST_LOG", "info,dray_delegate=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         self.child = Some(cmd.spawn().context("spawning dray-delegate")?);
         Ok(())
     }
@@ -439,7 +446,8 @@ impl Delegate {
 
     /// The delegate id from its state dir.
     pub fn id(&self) -> anyhow::Result<String> {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(self.state_dir().join("identity.json"))?)?;
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.state_dir().join("identity.json"))?)?;
         Ok(v["delegate_id"].as_str().context("identity.json has no delegate_id")?.to_string())
     }
 
@@ -459,7 +467,10 @@ impl Delegate {
     /// SIGTERM (drain); does not wait.
     pub fn sigterm(&self) {
         if let Some(pid) = self.pid() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 
@@ -540,7 +551,12 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 
 impl Delegate {
     /// Enrols with a token scoped to `project` (ORG/PROJECT) and starts.
-    pub fn enrol_scoped(m: &Manager, name: &str, project: &str, opts: DelegateOpts) -> anyhow::Result<Delegate> {
+    pub fn enrol_scoped(
+        m: &Manager,
+        name: &str,
+        project: &str,
+        opts: DelegateOpts,
+    ) -> anyhow::Result<Delegate> {
         let token = m.token(&format!("tok-{name}"), &["--project", project])?;
         let mut d = Self::with_token(m, name, &token, opts)?;
         d.spawn()?;

@@ -19,7 +19,8 @@ fn expect_refused(m: &Manager, token: &str, name: &str, needle: &str) -> anyhow:
 
 both_stores!(enrol_and_reuse_identity, |kind| -> anyhow::Result<()> {
     let m = Manager::start(kind)?;
-    let mut d = Delegate::enrol(&m, "builder-1", DelegateOpts { tags: vec!["linux".into()], ..Default::default() })?;
+    let mut d =
+        Delegate::enrol(&m, "builder-1", DelegateOpts { tags: vec!["linux".into()], ..Default::default() })?;
     let id = d.id()?;
     for f in ["key.pem", "cert.pem"] {
         let mode = std::fs::metadata(d.state_dir().join(f))?.permissions().mode();
@@ -74,11 +75,15 @@ both_stores!(refused_tokens, |kind| -> anyhow::Result<()> {
 fn token_list_and_bad_input() -> anyhow::Result<()> {
     let m = Manager::start(StoreKind::Sqlite)?;
     m.token("a", &["--project", "acme/web", "--max-uses", "3"])?;
-    let list: serde_json::Value = serde_json::from_str(&m.cli_ok(&["delegate-token", "list", "-o", "json"])?)?;
+    let list: serde_json::Value =
+        serde_json::from_str(&m.cli_ok(&["delegate-token", "list", "-o", "json"])?)?;
     assert_eq!(list[0]["name"], "a");
     assert_eq!(list[0]["scope"], "default/acme/web");
     assert_eq!(list[0]["max_uses"], 3);
-    assert!(!m.cli_ok(&["delegate-token", "list", "-o", "json"])?.contains("dray_dt_"), "secrets are never listed");
+    assert!(
+        !m.cli_ok(&["delegate-token", "list", "-o", "json"])?.contains("dray_dt_"),
+        "secrets are never listed"
+    );
 
     let dup = m.cli(&["delegate-token", "create", "--name", "a"]);
     assert!(!dup.status.success());

@@ -14,7 +14,8 @@ both_stores!(manager_kill9_and_restart, |kind| -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for i in 0..6 {
         let runs = marker(work.path(), &format!("runs-{i}"));
-        let script = format!("echo start >> {r}; sleep 3; echo done-{i}; echo end >> {r}", r = runs.display());
+        let script =
+            format!("echo start >> {r}; sleep 3; echo done-{i}; echo end >> {r}", r = runs.display());
         ids.push(m.run_task(&script, &[])?);
     }
     m.wait_state(&ids[0], &["running"], Duration::from_secs(20))?;
@@ -23,7 +24,11 @@ both_stores!(manager_kill9_and_restart, |kind| -> anyhow::Result<()> {
     m.restart()?; // SIGKILL, then start on the same store
 
     for (i, id) in ids.iter().enumerate() {
-        let t = m.wait_state(id, &["succeeded", "failed", "lost", "expired", "cancelled"], Duration::from_secs(60))?;
+        let t = m.wait_state(
+            id,
+            &["succeeded", "failed", "lost", "expired", "cancelled"],
+            Duration::from_secs(60),
+        )?;
         assert_eq!(t["state"], "succeeded", "task {i}: {t}");
         let runs = std::fs::read_to_string(marker(work.path(), &format!("runs-{i}")))?;
         assert_eq!(runs, "start\nend\n", "task {i} ran exactly once");

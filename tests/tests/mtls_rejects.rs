@@ -11,7 +11,9 @@ use dray_tests::*;
 use tonic::Code;
 
 fn hello() -> pb::DelegateMessage {
-    pb::DelegateMessage { msg: Some(Msg::Hello(pb::Hello { version: "test".into(), tags: vec![], capacity: 4, held: vec![] })) }
+    pb::DelegateMessage {
+        msg: Some(Msg::Hello(pb::Hello { version: "test".into(), tags: vec![], capacity: 4, held: vec![] })),
+    }
 }
 
 /// Opens a session with the given identity; returns the first error (if any).
@@ -59,7 +61,8 @@ both_stores!(no_certificate_and_forged_certificate, |kind| -> anyhow::Result<()>
     let evil = pki::Authority::generate("evil CA")?;
     let (key, csr) = pki::delegate_key_and_csr("evil")?;
     let cert = evil.sign_delegate_csr(&csr, real_id, Duration::from_secs(3600))?;
-    let err = rt.block_on(try_session(&m, Some((&cert, &key)))).expect_err("a forged certificate must be refused");
+    let err =
+        rt.block_on(try_session(&m, Some((&cert, &key)))).expect_err("a forged certificate must be refused");
     assert_ne!(err.code(), Code::Ok);
 
     // The forged identity cannot renew into a real certificate either.

@@ -73,7 +73,11 @@ fn watch_wait_cancel_and_metrics() -> anyhow::Result<()> {
     let before = m.cli_ok(&["get", "tasks", "-o", "json"])?;
     let bad = m.cli(&["task", "run", "--selector", "a b", "--", "true"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("selectors"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("selectors"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let bad = m.cli(&["task", "run", "--", "echo <+secrets.getValue(\"nope:x\")>"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad secret reference"));
     assert_eq!(before, m.cli_ok(&["get", "tasks", "-o", "json"])?, "nothing changed");

@@ -41,7 +41,12 @@ both_stores!(unacknowledged_offer_goes_elsewhere, |kind| -> anyhow::Result<()> {
 
 both_stores!(no_eligible_delegate_explained, |kind| -> anyhow::Result<()> {
     let m = Manager::start(kind)?;
-    let _web = Delegate::enrol_scoped(&m, "web-only", "acme/web", DelegateOpts { tags: vec!["linux".into()], ..Default::default() })?;
+    let _web = Delegate::enrol_scoped(
+        &m,
+        "web-only",
+        "acme/web",
+        DelegateOpts { tags: vec!["linux".into()], ..Default::default() },
+    )?;
     let _mac = Delegate::enrol(&m, "mac", DelegateOpts { tags: vec!["macos".into()], ..Default::default() })?;
 
     // Selectors and project scope are respected.
@@ -51,11 +56,15 @@ both_stores!(no_eligible_delegate_explained, |kind| -> anyhow::Result<()> {
     assert_eq!(m.wait_state(&b, &["succeeded"], Duration::from_secs(20))?["delegate"], "mac");
 
     // Nobody can take this one: project api + tag linux.
-    let c = m.run_task("echo never", &["--project", "acme/api", "--selector", "linux", "--queue-timeout", "2s"])?;
+    let c =
+        m.run_task("echo never", &["--project", "acme/api", "--selector", "linux", "--queue-timeout", "2s"])?;
     let t = m.wait_state(&c, &["expired"], Duration::from_secs(20))?;
     let reason = t["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("web-only ("), "{reason}");
-    assert!(reason.contains("wrong scope (delegate serves default/acme/web, task is in default/acme/api)"), "{reason}");
+    assert!(
+        reason.contains("wrong scope (delegate serves default/acme/web, task is in default/acme/api)"),
+        "{reason}"
+    );
     assert!(reason.contains("mac ("), "{reason}");
     assert!(reason.contains("missing tag(s) linux"), "{reason}");
     let out = m.cli(&["task", "run", "--wait", "--queue-timeout", "1s", "--selector", "nope", "--", "true"]);

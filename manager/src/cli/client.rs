@@ -46,19 +46,25 @@ impl ClientArgs {
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let ca_file = self.ca_file.clone().unwrap_or_else(|| self.data_dir.join("ca.pem"));
         let ca = std::fs::read_to_string(&ca_file).with_context(|| {
-            format!("reading the manager CA certificate {} (set --ca-file or DRAY_CA_FILE)", ca_file.display())
+            format!(
+                "reading the manager CA certificate {} (set --ca-file or DRAY_CA_FILE)",
+                ca_file.display()
+            )
         })?;
         let token = match &self.token {
             Some(t) => t.clone(),
             None => {
                 let path = self.data_dir.join("admin.token");
                 std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading the API token {} (set --token or DRAY_TOKEN)", path.display()))?
+                    .with_context(|| {
+                        format!("reading the API token {} (set --token or DRAY_TOKEN)", path.display())
+                    })?
                     .trim()
                     .to_string()
             }
         };
-        let header = MetadataValue::try_from(format!("Bearer {token}")).context("the API token has invalid characters")?;
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .context("the API token has invalid characters")?;
         let endpoint = dray_shared::tls::endpoint(&self.server, &ca, None)?;
         let channel = dray_shared::tls::connect(&self.server, endpoint).await?;
         Ok(ApiClient::with_interceptor(channel, Bearer(header)).max_decoding_message_size(64 * 1024 * 1024))

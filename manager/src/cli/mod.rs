@@ -258,11 +258,18 @@ async fn tokens(c: &mut Client, cmd: TokenCmd, fmt: Format) -> anyhow::Result<i3
             println!("{}", r.token);
         }
         TokenCmd::Revoke { name } => {
-            c.revoke_delegate_token(pb::RevokeDelegateTokenRequest { name: name.clone() }).await.map_err(status)?;
+            c.revoke_delegate_token(pb::RevokeDelegateTokenRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
             eprintln!("Revoked delegate token {name:?}.");
         }
         TokenCmd::List => {
-            let tokens = c.list_delegate_tokens(pb::ListDelegateTokensRequest {}).await.map_err(status)?.into_inner().tokens;
+            let tokens = c
+                .list_delegate_tokens(pb::ListDelegateTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .tokens;
             let views: Vec<serde_json::Value> = tokens
                 .iter()
                 .map(|t| {
@@ -281,7 +288,11 @@ async fn tokens(c: &mut Client, cmd: TokenCmd, fmt: Format) -> anyhow::Result<i3
                         .map(|t| {
                             let max = if t.max_uses > 0 { t.max_uses.to_string() } else { "∞".into() };
                             let left = t.expires_ms - dray_shared::clock::now_ms();
-                            let expires = if left > 0 { format!("in {}", human_ms(left as u64)) } else { "expired".into() };
+                            let expires = if left > 0 {
+                                format!("in {}", human_ms(left as u64))
+                            } else {
+                                "expired".into()
+                            };
                             vec![
                                 t.name.clone(),
                                 t.scope.as_ref().map(|s| s.display()).unwrap_or_default(),
@@ -339,7 +350,8 @@ async fn tasks(c: &mut Client, cmd: TaskCmd, fmt: Format) -> anyhow::Result<i32>
         TaskCmd::Run { selectors, project, timeout, queue_timeout, env, wait, script } => {
             let mut vars = BTreeMap::new();
             for kv in env {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                let (k, v) =
+                    kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
                 vars.insert(k.to_string(), v.to_string());
             }
             let mut spec = task::shell_spec(&script.join(" "), vars);
@@ -358,7 +370,8 @@ async fn tasks(c: &mut Client, cmd: TaskCmd, fmt: Format) -> anyhow::Result<i32>
             run_task(c, spec, wait).await
         }
         TaskCmd::Get { id } => {
-            let t: TaskView = c.get_task(pb::GetTaskRequest { id }).await.map_err(status)?.into_inner().into();
+            let t: TaskView =
+                c.get_task(pb::GetTaskRequest { id }).await.map_err(status)?.into_inner().into();
             print(fmt, &t, || task_table(std::slice::from_ref(&t)))?;
             Ok(0)
         }
@@ -394,11 +407,8 @@ async fn run_task(c: &mut Client, spec: pb::TaskSpec, wait: bool) -> anyhow::Res
 
 /// Prints a task's log; returns its final state when following.
 async fn logs(c: &mut Client, id: &str, follow: bool) -> anyhow::Result<Option<TaskState>> {
-    let mut stream = c
-        .task_logs(pb::TaskLogsRequest { id: id.to_string(), follow })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let mut stream =
+        c.task_logs(pb::TaskLogsRequest { id: id.to_string(), follow }).await.map_err(status)?.into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(entry) = stream.message().await.map_err(status)? {
         if entry.final_state != 0 {
@@ -534,7 +544,10 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
 async fn watch(c: &mut Client, fmt: Format, no_renewals: bool) -> anyhow::Result<()> {
     let mut stream = c.watch_leases(pb::WatchLeasesRequest {}).await.map_err(status)?.into_inner();
     if fmt == Format::Table {
-        println!("{:<12}  {:<14}  {:<32}  {:<16}  {:>5}  {:>6}  DETAIL", "TIME", "EVENT", "TASK", "DELEGATE", "EPOCH", "AGE");
+        println!(
+            "{:<12}  {:<14}  {:<32}  {:<16}  {:>5}  {:>6}  DETAIL",
+            "TIME", "EVENT", "TASK", "DELEGATE", "EPOCH", "AGE"
+        );
     }
     while let Some(e) = stream.message().await.map_err(status)? {
         let v = LeaseEventView::from(e);
@@ -547,7 +560,13 @@ async fn watch(c: &mut Client, fmt: Format, no_renewals: bool) -> anyhow::Result
             Format::Yaml => write!(out, "---\n{}", serde_saphyr::to_string(&v)?)?,
             Format::Table => {
                 let secs = v.at_ms / 1000;
-                let time = format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, v.at_ms % 1000);
+                let time = format!(
+                    "{:02}:{:02}:{:02}.{:03}",
+                    (secs / 3600) % 24,
+                    (secs / 60) % 60,
+                    secs % 60,
+                    v.at_ms % 1000
+                );
                 let who = if v.delegate.is_empty() { v.delegate_id.clone() } else { v.delegate.clone() };
                 writeln!(
                     out,
@@ -575,4 +594,3 @@ pub async fn main_with(cli: Cli) -> i32 {
         }
     }
 }
-

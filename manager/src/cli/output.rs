@@ -247,7 +247,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["ID", "STATE"], vec![vec!["a".into(), "running".into()], vec!["bbbb".into(), "x".into()]]);
+        let t = table(
+            &["ID", "STATE"],
+            vec![vec!["a".into(), "running".into()], vec!["bbbb".into(), "x".into()]],
+        );
         assert_eq!(t, "ID    STATE\na     running\nbbbb  x\n");
     }
 

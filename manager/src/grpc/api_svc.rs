@@ -107,7 +107,8 @@ impl ApiSvc {
     }
 
     async fn audit(&self, action: &str, subject: String, detail: String) -> Result<(), Status> {
-        let record = AuditRecord { at_ms: now_ms(), actor: "admin".into(), action: action.into(), subject, detail };
+        let record =
+            AuditRecord { at_ms: now_ms(), actor: "admin".into(), action: action.into(), subject, detail };
         self.store.commit(&Batch { audit: vec![record], ..Default::default() }).await?;
         Ok(())
     }
@@ -128,7 +129,10 @@ impl Api for ApiSvc {
         }
         for (i, spec) in specs.iter_mut().enumerate() {
             task::validate(spec).map_err(|e| invalid(&format!("tasks[{i}]"), e))?;
-            spec.scope = Some(normalise_scope(spec.scope.take()).map_err(|e| invalid(&format!("tasks[{i}]"), e.message()))?);
+            spec.scope = Some(
+                normalise_scope(spec.scope.take())
+                    .map_err(|e| invalid(&format!("tasks[{i}]"), e.message()))?,
+            );
         }
         let ids = self.engine.submit(specs).await?;
         Ok(Response::new(pb::SubmitTasksResponse { task_ids: ids.iter().map(|i| i.to_string()).collect() }))
@@ -139,7 +143,10 @@ impl Api for ApiSvc {
         Ok(Response::new(self.task(id).await?))
     }
 
-    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let r = req.into_inner();
         let states: Vec<pb::TaskState> = r
             .states
@@ -148,7 +155,8 @@ impl Api for ApiSvc {
             .collect::<Result<_, _>>()?;
         let limit = if r.limit == 0 { 100 } else { r.limit.min(10_000) };
         let names = self.names().await?;
-        let tasks = self.store.list_tasks(&states, limit).await?.into_iter().map(|t| to_pb(t, &names)).collect();
+        let tasks =
+            self.store.list_tasks(&states, limit).await?.into_iter().map(|t| to_pb(t, &names)).collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 
@@ -172,7 +180,10 @@ impl Api for ApiSvc {
 
     type TaskLogsStream = BoxStream<pb::TaskLogEntry>;
 
-    async fn task_logs(&self, req: Request<pb::TaskLogsRequest>) -> Result<Response<Self::TaskLogsStream>, Status> {
+    async fn task_logs(
+        &self,
+        req: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::TaskLogsStream>, Status> {
         let r = req.into_inner();
         let id = parse_task_id(&r.id)?;
         self.task(id).await?;
@@ -217,13 +228,19 @@ impl Api for ApiSvc {
                                 let entry = pb::TaskLogEntry {
                                     seq: l.seq,
                                     epoch: l.epoch.0,
-                                    line: Some(pb::LogLine { stream: l.stream, text: l.text, at_ms: l.at_ms }),
+                                    line: Some(pb::LogLine {
+                                        stream: l.stream,
+                                        text: l.text,
+                                        at_ms: l.at_ms,
+                                    }),
                                     final_state: 0,
                                 };
                                 let _ = tx.send(Ok(entry)).await;
                             }
                         }
-                        let _ = tx.send(Ok(pb::TaskLogEntry { final_state: t.state as i32, ..Default::default() })).await;
+                        let _ = tx
+                            .send(Ok(pb::TaskLogEntry { final_state: t.state as i32, ..Default::default() }))
+                            .await;
                         return;
                     }
                     Ok(_) => {}
@@ -270,7 +287,8 @@ impl Api for ApiSvc {
             return Err(invalid("name", "must be 1-63 characters without spaces"));
         }
         let scope = normalise_scope(r.scope)?;
-        let ttl = if r.expires_in_ms == 0 { DEFAULT_TOKEN_TTL.as_millis() as i64 } else { r.expires_in_ms as i64 };
+        let ttl =
+            if r.expires_in_ms == 0 { DEFAULT_TOKEN_TTL.as_millis() as i64 } else { r.expires_in_ms as i64 };
         let token = auth::new_secret("dray_dt_");
         let now = now_ms();
         let record = TokenRecord {
@@ -284,11 +302,17 @@ impl Api for ApiSvc {
             created_ms: now,
         };
         self.store.create_token(&record).await.map_err(|e| match e {
-            crate::store::Error::Conflict { .. } => Status::already_exists(format!("a delegate token named {:?} already exists", r.name)),
+            crate::store::Error::Conflict { .. } => {
+                Status::already_exists(format!("a delegate token named {:?} already exists", r.name))
+            }
             e => Status::from(e),
         })?;
         self.audit("token.create", r.name.clone(), format!("scope {}", scope.display())).await?;
-        Ok(Response::new(pb::CreateDelegateTokenResponse { name: r.name, token, expires_ms: record.expires_ms }))
+        Ok(Response::new(pb::CreateDelegateTokenResponse {
+            name: r.name,
+            token,
+            expires_ms: record.expires_ms,
+        }))
     }
 
     async fn revoke_delegate_token(
@@ -356,7 +380,10 @@ impl Api for ApiSvc {
     }
 
     #[instrument(skip_all, fields(delegate.id = %req.get_ref().id))]
-    async fn revoke_delegate(&self, req: Request<pb::RevokeDelegateRequest>) -> Result<Response<pb::Delegate>, Status> {
+    async fn revoke_delegate(
+        &self,
+        req: Request<pb::RevokeDelegateRequest>,
+    ) -> Result<Response<pb::Delegate>, Status> {
         let id: DelegateId = req.get_ref().id.parse().map_err(|e| invalid("id", e))?;
         if !self.store.revoke_delegate(id).await? {
             return Err(Status::not_found(format!("delegate {id} not found")));
@@ -381,7 +408,10 @@ impl Api for ApiSvc {
         }))
     }
 
-    async fn list_leases(&self, _req: Request<pb::ListLeasesRequest>) -> Result<Response<pb::ListLeasesResponse>, Status> {
+    async fn list_leases(
+        &self,
+        _req: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let mut leases = self.engine.snapshot().await?.leases;
         leases.sort_by_key(|l| l.since_ms);
         Ok(Response::new(pb::ListLeasesResponse { leases }))

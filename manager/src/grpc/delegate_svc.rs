@@ -42,11 +42,12 @@ impl DelegateSvc {
     /// The verified delegate behind a request, or `Unauthenticated`/`PermissionDenied`.
     async fn delegate<T>(&self, req: &Request<T>) -> Result<(PeerIdentity, DelegateRecord), Status> {
         let certs = req.peer_certs().ok_or_else(|| {
-            Status::unauthenticated("a client certificate issued by this manager is required; enrol the delegate first")
+            Status::unauthenticated(
+                "a client certificate issued by this manager is required; enrol the delegate first",
+            )
         })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
+        let leaf =
+            certs.first().ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
         let who = pki::peer_identity(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let record = self
             .store
@@ -74,7 +75,10 @@ impl DelegateService for DelegateSvc {
     async fn enrol(&self, req: Request<pb::EnrolRequest>) -> Result<Response<pb::EnrolResponse>, Status> {
         let r = req.into_inner();
         if !valid_name(&r.name) {
-            return Err(invalid("name", format!("{:?} must be 1-63 letters, digits, '-', '_' or '.'", r.name)));
+            return Err(invalid(
+                "name",
+                format!("{:?} must be 1-63 letters, digits, '-', '_' or '.'", r.name),
+            ));
         }
         if r.token.is_empty() {
             return Err(Status::unauthenticated("a delegate token is required to enrol"));
@@ -87,10 +91,8 @@ impl DelegateService for DelegateSvc {
             }
         };
         let id = DelegateId::new();
-        let certificate_pem = self
-            .ca
-            .sign_delegate_csr(&r.csr_pem, id, self.cert_ttl)
-            .map_err(|e| invalid("csr_pem", e))?;
+        let certificate_pem =
+            self.ca.sign_delegate_csr(&r.csr_pem, id, self.cert_ttl).map_err(|e| invalid("csr_pem", e))?;
         let now = now_ms();
         let record = DelegateRecord {
             id,
@@ -167,10 +169,10 @@ impl DelegateService for DelegateSvc {
             loop {
                 match inbound.message().await {
                     Ok(Some(m)) => {
-                        if let Some(msg) = m.msg {
-                            if engine.inbound(delegate, session, msg).await.is_err() {
-                                break;
-                            }
+                        if let Some(msg) = m.msg
+                            && engine.inbound(delegate, session, msg).await.is_err()
+                        {
+                            break;
                         }
                     }
                     Ok(None) => break,

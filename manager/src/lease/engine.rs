@@ -175,7 +175,12 @@ impl Handle {
     }
 
     /// Forwards one message from a delegate session.
-    pub async fn inbound(&self, delegate: DelegateId, session: u64, msg: pb::delegate_message::Msg) -> Result<(), Stopped> {
+    pub async fn inbound(
+        &self,
+        delegate: DelegateId,
+        session: u64,
+        msg: pb::delegate_message::Msg,
+    ) -> Result<(), Stopped> {
         self.tx.send(Command::Inbound { delegate, session, msg }).await.map_err(|_| Stopped)
     }
 
@@ -391,7 +396,9 @@ impl Engine {
             let wake = self.timers.peek().map(|Reverse(t)| t.at_ms);
             let sleep = async {
                 match wake {
-                    Some(at) => tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await,
+                    Some(at) => {
+                        tokio::time::sleep(Duration::from_millis((at - now_ms()).max(0) as u64)).await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -455,9 +462,9 @@ impl Engine {
             }
             Command::Revoke { delegate, reply } => {
                 if let Some(&i) = self.index.get(&delegate) {
-                    let _ = self.sessions[i]
-                        .tx
-                        .send(Err(Status::permission_denied(format!("delegate {delegate} has been revoked"))));
+                    let _ = self.sessions[i].tx.send(Err(Status::permission_denied(format!(
+                        "delegate {delegate} has been revoked"
+                    ))));
                     self.remove_session(delegate);
                 }
                 for id in self.held_by(delegate) {
@@ -517,12 +524,8 @@ impl Engine {
             }
             self.remove_session(delegate);
         }
-        let held: HashMap<TaskId, Epoch> = a
-            .hello
-            .held
-            .iter()
-            .filter_map(|l| Some((l.task_id.parse().ok()?, Epoch(l.epoch))))
-            .collect();
+        let held: HashMap<TaskId, Epoch> =
+            a.hello.held.iter().filter_map(|l| Some((l.task_id.parse().ok()?, Epoch(l.epoch)))).collect();
         let capacity = a.hello.capacity.max(1);
         let credits = capacity.saturating_sub(held.len() as u32);
         let welcome = pb::Welcome {
@@ -552,10 +555,18 @@ impl Engine {
             let _ = self.apply(id, Event::Reattach { by: delegate, held: held.get(&id).copied(), ttl_ms });
         }
         for (id, epoch) in held {
-            let ours = self.tasks.get(&id).is_some_and(|l| l.lease.delegate == Some(delegate) && l.lease.epoch == epoch);
+            let ours = self
+                .tasks
+                .get(&id)
+                .is_some_and(|l| l.lease.delegate == Some(delegate) && l.lease.epoch == epoch);
             if !ours {
                 // Its result (if any) will be refused too; tell it now so it stops.
-                self.refuse(delegate, id, epoch, "lease is not active (task finished, lost or re-offered)".into());
+                self.refuse(
+                    delegate,
+                    id,
+                    epoch,
+                    "lease is not active (task finished, lost or re-offered)".into(),
+                );
             }
         }
     }
@@ -610,14 +621,24 @@ impl Engine {
                     }
                 }
             }
-            Msg::Ack(a) => self.from_holder(delegate, &a.task_id, a.epoch, |by, epoch| Event::Ack { by, epoch, ttl_ms }),
+            Msg::Ack(a) => {
+                self.holder_event(delegate, &a.task_id, a.epoch, |by, epoch| Event::Ack { by, epoch, ttl_ms })
+            }
             Msg::Reject(r) => {
                 let reason = r.reason;
-                self.from_holder(delegate, &r.task_id, r.epoch, |by, epoch| Event::Reject { by, epoch, reason })
+                self.holder_event(delegate, &r.task_id, r.epoch, |by, epoch| Event::Reject {
+                    by,
+                    epoch,
+                    reason,
+                })
             }
             Msg::Heartbeat(h) => {
                 for l in h.leases {
-                    self.from_holder(delegate, &l.task_id, l.epoch, |by, epoch| Event::Heartbeat { by, epoch, ttl_ms });
+                    self.holder_event(delegate, &l.task_id, l.epoch, |by, epoch| Event::Heartbeat {
+                        by,
+                        epoch,
+                        ttl_ms,
+                    });
                 }
             }
             Msg::Result(r) => {
@@ -627,7 +648,11 @@ impl Engine {
                     message: r.message,
                     cancelled: r.cancelled,
                 };
-                self.from_holder(delegate, &r.task_id, r.epoch, |by, epoch| Event::Finish { by, epoch, outcome })
+                self.holder_event(delegate, &r.task_id, r.epoch, |by, epoch| Event::Finish {
+                    by,
+                    epoch,
+                    outcome,
+                })
             }
             Msg::Logs(logs) => self.logs_from(delegate, logs),
         }
@@ -635,7 +660,7 @@ impl Engine {
 
     /// Applies an event sent by a delegate about a lease, refusing (and auditing)
     /// anything for a lease it does not hold at that epoch.
-    fn from_holder(
+    fn holder_event(
         &mut self,
         delegate: DelegateId,
         task: &str,
@@ -669,7 +694,11 @@ impl Engine {
         self.publish(id, LeaseEventKind::StaleRefused, Some(delegate), epoch, 0, reason.clone(), None);
         self.after.push(After::Send(
             delegate,
-            pb::manager_message::Msg::LeaseRefused(pb::LeaseRefused { task_id: id.to_string(), epoch: epoch.0, reason }),
+            pb::manager_message::Msg::LeaseRefused(pb::LeaseRefused {
+                task_id: id.to_string(),
+                epoch: epoch.0,
+                reason,
+            }),
         ));
     }
 
@@ -677,11 +706,15 @@ impl Engine {
         let epoch = Epoch(logs.epoch);
         let Ok(id) = logs.task_id.parse::<TaskId>() else { return };
         let holds = self.tasks.get(&id).is_some_and(|l| {
-            l.lease.state == TaskState::Running && l.lease.delegate == Some(delegate) && l.lease.epoch == epoch
+            l.lease.state == TaskState::Running
+                && l.lease.delegate == Some(delegate)
+                && l.lease.epoch == epoch
         });
         if !holds {
             let reason = match self.tasks.get(&id) {
-                Some(l) if l.lease.epoch != epoch => format!("stale epoch {epoch}, current is {}", l.lease.epoch),
+                Some(l) if l.lease.epoch != epoch => {
+                    format!("stale epoch {epoch}, current is {}", l.lease.epoch)
+                }
                 _ => "lease is not active".into(),
             };
             self.refuse(delegate, id, epoch, reason);
@@ -779,9 +812,13 @@ impl Engine {
                 spec: self.tasks.get(&id).map(|l| l.spec.clone()),
                 ack_by_ms,
             }),
-            Message::Granted { expires_ms } => Msg::Granted(pb::LeaseGranted { task_id, epoch: epoch.0, expires_ms }),
+            Message::Granted { expires_ms } => {
+                Msg::Granted(pb::LeaseGranted { task_id, epoch: epoch.0, expires_ms })
+            }
             Message::ResultAccepted => Msg::ResultAccepted(pb::ResultAccepted { task_id, epoch: epoch.0 }),
-            Message::Refused { reason } => Msg::LeaseRefused(pb::LeaseRefused { task_id, epoch: epoch.0, reason }),
+            Message::Refused { reason } => {
+                Msg::LeaseRefused(pb::LeaseRefused { task_id, epoch: epoch.0, reason })
+            }
             Message::Cancel => Msg::Cancel(pb::CancelTask { task_id, epoch: epoch.0 }),
         }
     }
@@ -864,10 +901,10 @@ impl Engine {
                     _ => continue,
                 },
             };
-            if matches!(event, Event::QueueTimeout { .. }) {
-                if let Some(l) = self.tasks.get(&t.task) {
-                    self.queue.remove(&l.queue_seq);
-                }
+            if matches!(event, Event::QueueTimeout { .. })
+                && let Some(l) = self.tasks.get(&t.task)
+            {
+                self.queue.remove(&l.queue_seq);
             }
             let _ = self.apply(t.task, event);
         }

@@ -335,10 +335,8 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
                 epoch: *epoch,
                 msg: Message::Granted { expires_ms: next.deadline_ms },
             });
-            effects.push(Effect::Timer {
-                at_ms: next.deadline_ms,
-                event: Event::LeaseCheck { epoch: *epoch },
-            });
+            effects
+                .push(Effect::Timer { at_ms: next.deadline_ms, event: Event::LeaseCheck { epoch: *epoch } });
             effects.push(publish(LeaseEventKind::Acknowledged, Some(*by), *epoch, String::new()));
             next.since_ms = now;
             true
@@ -385,27 +383,27 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             effects.push(publish(LeaseEventKind::Renewed, Some(*by), *epoch, String::new()));
             false
         }
-        (S::Running, Event::Reattach { by, held, ttl_ms }) if lease.delegate == Some(*by) => {
-            match held {
-                Some(e) if *e == lease.epoch => {
-                    next.deadline_ms = now + ttl_ms;
-                    effects.push(publish(LeaseEventKind::Renewed, Some(*by), lease.epoch, "reattached".into()));
-                    false
-                }
-                _ => {
-                    lose(&mut next, now, "delegate reconnected without this lease (it restarted)");
-                    effects.push(publish(LeaseEventKind::Lost, Some(*by), lease.epoch, next.reason.clone()));
-                    if let Some(e) = held {
-                        effects.push(Effect::Send {
-                            to: *by,
-                            epoch: *e,
-                            msg: Message::Refused { reason: format!("stale epoch {e}, current is {}", lease.epoch) },
-                        });
-                    }
-                    true
-                }
+        (S::Running, Event::Reattach { by, held, ttl_ms }) if lease.delegate == Some(*by) => match held {
+            Some(e) if *e == lease.epoch => {
+                next.deadline_ms = now + ttl_ms;
+                effects.push(publish(LeaseEventKind::Renewed, Some(*by), lease.epoch, "reattached".into()));
+                false
             }
-        }
+            _ => {
+                lose(&mut next, now, "delegate reconnected without this lease (it restarted)");
+                effects.push(publish(LeaseEventKind::Lost, Some(*by), lease.epoch, next.reason.clone()));
+                if let Some(e) = held {
+                    effects.push(Effect::Send {
+                        to: *by,
+                        epoch: *e,
+                        msg: Message::Refused {
+                            reason: format!("stale epoch {e}, current is {}", lease.epoch),
+                        },
+                    });
+                }
+                true
+            }
+        },
         (S::Running, Event::Finish { by, epoch, outcome }) => {
             holder(lease, *by, *epoch)?;
             next.state = if lease.cancel_requested || outcome.cancelled {
@@ -488,7 +486,13 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             true
         }
         // Timers and session notices for an epoch or state that has moved on are no-ops.
-        (_, Event::AckTimeout { .. } | Event::LeaseCheck { .. } | Event::SessionLost { .. } | Event::Revoked { .. }) => {
+        (
+            _,
+            Event::AckTimeout { .. }
+            | Event::LeaseCheck { .. }
+            | Event::SessionLost { .. }
+            | Event::Revoked { .. },
+        ) => {
             return Ok(Transition { next, persist: false, effects });
         }
         (_, Event::Ack { by, epoch, .. })
@@ -548,7 +552,12 @@ mod tests {
             Event::Finish {
                 by: d,
                 epoch: Epoch(1),
-                outcome: Outcome { success: false, exit_code: Some(3), message: "exit code 3".into(), cancelled: false },
+                outcome: Outcome {
+                    success: false,
+                    exit_code: Some(3),
+                    message: "exit code 3".into(),
+                    cancelled: false,
+                },
             },
             20,
         )

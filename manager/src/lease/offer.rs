@@ -78,8 +78,7 @@ pub fn eligibility(
     if !d.scope.covers(&task_scope) {
         return Err(Ineligible::Scope { delegate: d.scope.display(), task: task_scope.display() });
     }
-    let missing: Vec<String> =
-        spec.selectors.iter().filter(|s| !d.tags.contains(*s)).cloned().collect();
+    let missing: Vec<String> = spec.selectors.iter().filter(|s| !d.tags.contains(*s)).cloned().collect();
     if !missing.is_empty() {
         return Err(Ineligible::MissingTags(missing));
     }
@@ -157,7 +156,10 @@ mod tests {
         assert_eq!(choose(&spec, &[], &cs), Some(4), "most free slots among eligible");
         let why = explain(&spec, &[], &cs[..3]);
         assert!(why.contains("a ("), "{why}");
-        assert!(why.contains("wrong scope (delegate serves default/acme/api, task is in default/acme/web)"), "{why}");
+        assert!(
+            why.contains("wrong scope (delegate serves default/acme/api, task is in default/acme/web)"),
+            "{why}"
+        );
         assert!(why.contains("missing tag(s) linux"), "{why}");
         assert!(why.contains("no capacity"), "{why}");
     }
@@ -181,11 +183,8 @@ mod tests {
     #[test]
     fn pinned_tasks_go_only_to_their_delegate() {
         let cs = vec![cand("a", scope("", ""), &[], 9), cand("b", scope("", ""), &[], 1)];
-        let spec = TaskSpec {
-            scope: Some(scope("", "")),
-            delegate_id: cs[1].id.to_string(),
-            ..Default::default()
-        };
+        let spec =
+            TaskSpec { scope: Some(scope("", "")), delegate_id: cs[1].id.to_string(), ..Default::default() };
         assert_eq!(choose(&spec, &[], &cs), Some(1));
     }
 }

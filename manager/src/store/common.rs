@@ -13,8 +13,7 @@ use prost::Message;
 use sqlx::error::{DatabaseError, ErrorKind};
 
 use super::{
-    AuditRecord, DelegateRecord, Error, LogRecord, Result, TaskRecord, TaskWrite, TokenRecord,
-    TokenRefused,
+    AuditRecord, DelegateRecord, Error, LogRecord, Result, TaskRecord, TaskWrite, TokenRecord, TokenRefused,
 };
 
 // Column lists as macros rather than consts so `concat!` can build `&'static str`
@@ -108,17 +107,12 @@ impl<'a> TaskPlan<'a> {
             match index.get(&id) {
                 None => {
                     index.insert(id, slots.len());
-                    slots.push(Slot {
-                        first_expected: write.expected_version,
-                        last: &write.record,
-                    });
+                    slots.push(Slot { first_expected: write.expected_version, last: &write.record });
                 }
                 Some(&i) => {
                     let slot = &mut slots[i];
                     if write.expected_version != Some(slot.last.version) {
-                        return Err(Error::Conflict {
-                            what: format!("task {id} version"),
-                        });
+                        return Err(Error::Conflict { what: format!("task {id} version") });
                     }
                     slot.last = &write.record;
                 }
@@ -128,10 +122,9 @@ impl<'a> TaskPlan<'a> {
         for slot in slots {
             match slot.first_expected {
                 None => plan.inserts.push(slot.last),
-                Some(expected_version) => plan.updates.push(TaskUpdate {
-                    record: slot.last,
-                    expected_version,
-                }),
+                Some(expected_version) => {
+                    plan.updates.push(TaskUpdate { record: slot.last, expected_version })
+                }
             }
         }
         Ok(plan)
@@ -187,10 +180,7 @@ pub(super) fn check_token(
     if let Some(max) = token.max_uses
         && token.uses >= max
     {
-        return Err(TokenRefused::UsedUp {
-            name: token.name,
-            max,
-        });
+        return Err(TokenRefused::UsedUp { name: token.name, max });
     }
     token.uses = token.uses.saturating_add(1);
     Ok(token)
@@ -226,11 +216,9 @@ pub(super) fn tags_json(id: DelegateId, tags: &[String]) -> Result<String> {
 pub(super) fn db_error(e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::Database(db) => match db.kind() {
-            ErrorKind::UniqueViolation
-            | ErrorKind::ForeignKeyViolation
-            | ErrorKind::ExclusionViolation => Error::Conflict {
-                what: conflict_subject(db.as_ref()),
-            },
+            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::ExclusionViolation => {
+                Error::Conflict { what: conflict_subject(db.as_ref()) }
+            }
             _ => Error::Unavailable(Box::new(sqlx::Error::Database(db))),
         },
         sqlx::Error::Configuration(e) => Error::Config(e.to_string()),
@@ -238,11 +226,9 @@ pub(super) fn db_error(e: sqlx::Error) -> Error {
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => Error::Corrupt {
-            table: "?",
-            id: "?".to_string(),
-            reason: e.to_string(),
-        },
+        | sqlx::Error::TypeNotFound { .. } => {
+            Error::Corrupt { table: "?", id: "?".to_string(), reason: e.to_string() }
+        }
         sqlx::Error::Migrate(m) => migrate_error(*m),
         other => Error::Unavailable(Box::new(other)),
     }
@@ -337,11 +323,7 @@ impl<'r, R: StoreRow> Fields<'r, R> {
     }
 
     fn corrupt(&self, reason: impl Display) -> Error {
-        Error::Corrupt {
-            table: self.table,
-            id: self.key.clone(),
-            reason: reason.to_string(),
-        }
+        Error::Corrupt { table: self.table, id: self.key.clone(), reason: reason.to_string() }
     }
 
     fn col<T>(&self, col: &str, got: std::result::Result<T, sqlx::Error>) -> Result<T> {
@@ -383,22 +365,17 @@ impl<'r, R: StoreRow> Fields<'r, R> {
     fn opt_u32(&self, col: &str) -> Result<Option<u32>> {
         self.opt_int64(col)?
             .map(|v| {
-                u32::try_from(v)
-                    .map_err(|_| self.corrupt(format_args!("column {col}: out of range ({v})")))
+                u32::try_from(v).map_err(|_| self.corrupt(format_args!("column {col}: out of range ({v})")))
             })
             .transpose()
     }
 
     fn task_id(&self, col: &str) -> Result<TaskId> {
-        self.text(col)?
-            .parse()
-            .map_err(|e| self.corrupt(format_args!("column {col}: {e}")))
+        self.text(col)?.parse().map_err(|e| self.corrupt(format_args!("column {col}: {e}")))
     }
 
     fn delegate_id(&self, col: &str) -> Result<DelegateId> {
-        self.text(col)?
-            .parse()
-            .map_err(|e| self.corrupt(format_args!("column {col}: {e}")))
+        self.text(col)?.parse().map_err(|e| self.corrupt(format_args!("column {col}: {e}")))
     }
 
     fn scope(&self) -> Result<pb::Scope> {
@@ -421,10 +398,7 @@ pub(super) fn task_from_row<R: StoreRow>(row: &R) -> Result<TaskRecord> {
         .map_err(|_| f.corrupt(format_args!("column state: unknown state {state_number}")))?;
     let delegate_id = f
         .opt_text("delegate_id")?
-        .map(|s| {
-            s.parse::<DelegateId>()
-                .map_err(|e| f.corrupt(format_args!("column delegate_id: {e}")))
-        })
+        .map(|s| s.parse::<DelegateId>().map_err(|e| f.corrupt(format_args!("column delegate_id: {e}"))))
         .transpose()?;
     Ok(TaskRecord {
         id: f.task_id("id")?,
@@ -486,8 +460,8 @@ pub(super) fn token_from_row<R: StoreRow>(row: &R) -> Result<TokenRecord> {
 pub(super) fn delegate_from_row<R: StoreRow>(row: &R) -> Result<DelegateRecord> {
     let f = Fields::new(row, "delegates", "id");
     let tags_text = f.text("tags")?;
-    let tags: Vec<String> = serde_json::from_str(&tags_text)
-        .map_err(|e| f.corrupt(format_args!("column tags: {e}")))?;
+    let tags: Vec<String> =
+        serde_json::from_str(&tags_text).map_err(|e| f.corrupt(format_args!("column tags: {e}")))?;
     Ok(DelegateRecord {
         id: f.delegate_id("id")?,
         name: f.text("name")?,
@@ -522,10 +496,7 @@ mod tests {
     }
 
     fn next(r: &TaskRecord) -> TaskRecord {
-        TaskRecord {
-            version: r.version + 1,
-            ..r.clone()
-        }
+        TaskRecord { version: r.version + 1, ..r.clone() }
     }
 
     #[test]
@@ -542,22 +513,10 @@ mod tests {
         let b5 = record(5);
         let b6 = next(&b5);
         let writes = vec![
-            TaskWrite {
-                record: a1.clone(),
-                expected_version: None,
-            },
-            TaskWrite {
-                record: b6.clone(),
-                expected_version: Some(5),
-            },
-            TaskWrite {
-                record: a2.clone(),
-                expected_version: Some(1),
-            },
-            TaskWrite {
-                record: a3.clone(),
-                expected_version: Some(2),
-            },
+            TaskWrite { record: a1.clone(), expected_version: None },
+            TaskWrite { record: b6.clone(), expected_version: Some(5) },
+            TaskWrite { record: a2.clone(), expected_version: Some(1) },
+            TaskWrite { record: a3.clone(), expected_version: Some(2) },
         ];
         let plan = TaskPlan::new(&writes).unwrap();
         assert_eq!(plan.inserts, vec![&a3]);
@@ -572,14 +531,8 @@ mod tests {
         let a5 = next(&a4);
         let a6 = next(&a5);
         let chained = vec![
-            TaskWrite {
-                record: a5.clone(),
-                expected_version: Some(4),
-            },
-            TaskWrite {
-                record: a6.clone(),
-                expected_version: Some(5),
-            },
+            TaskWrite { record: a5.clone(), expected_version: Some(4) },
+            TaskWrite { record: a6.clone(), expected_version: Some(5) },
         ];
         let plan = TaskPlan::new(&chained).unwrap();
         assert!(plan.inserts.is_empty());
@@ -587,34 +540,16 @@ mod tests {
         assert_eq!(plan.updates[0].record, &a6);
 
         let broken = vec![
-            TaskWrite {
-                record: a5.clone(),
-                expected_version: Some(4),
-            },
-            TaskWrite {
-                record: a6.clone(),
-                expected_version: Some(4),
-            },
+            TaskWrite { record: a5.clone(), expected_version: Some(4) },
+            TaskWrite { record: a6.clone(), expected_version: Some(4) },
         ];
-        assert!(matches!(
-            TaskPlan::new(&broken),
-            Err(Error::Conflict { .. })
-        ));
+        assert!(matches!(TaskPlan::new(&broken), Err(Error::Conflict { .. })));
 
         let reinsert = vec![
-            TaskWrite {
-                record: a4.clone(),
-                expected_version: None,
-            },
-            TaskWrite {
-                record: a4.clone(),
-                expected_version: None,
-            },
+            TaskWrite { record: a4.clone(), expected_version: None },
+            TaskWrite { record: a4.clone(), expected_version: None },
         ];
-        assert!(matches!(
-            TaskPlan::new(&reinsert),
-            Err(Error::Conflict { .. })
-        ));
+        assert!(matches!(TaskPlan::new(&reinsert), Err(Error::Conflict { .. })));
     }
 
     #[test]
@@ -631,28 +566,13 @@ mod tests {
         };
         assert_eq!(check_token(None, 0), Err(TokenRefused::Unknown));
         assert_eq!(check_token(Some(token.clone()), 100).unwrap().uses, 1);
-        assert!(matches!(
-            check_token(Some(token.clone()), 101),
-            Err(TokenRefused::Expired { .. })
-        ));
-        let used = TokenRecord {
-            uses: 1,
-            ..token.clone()
-        };
+        assert!(matches!(check_token(Some(token.clone()), 101), Err(TokenRefused::Expired { .. })));
+        let used = TokenRecord { uses: 1, ..token.clone() };
         assert_eq!(
             check_token(Some(used.clone()), 0),
-            Err(TokenRefused::UsedUp {
-                name: "ci".into(),
-                max: 1
-            })
+            Err(TokenRefused::UsedUp { name: "ci".into(), max: 1 })
         );
-        let revoked = TokenRecord {
-            revoked: true,
-            ..used
-        };
-        assert!(matches!(
-            check_token(Some(revoked), 101),
-            Err(TokenRefused::Revoked { .. })
-        ));
+        let revoked = TokenRecord { revoked: true, ..used };
+        assert!(matches!(check_token(Some(revoked), 101), Err(TokenRefused::Revoked { .. })));
     }
 }

@@ -10,8 +10,8 @@ use anyhow::{Context, bail, ensure};
 use dray_shared::{DelegateId, Epoch, TaskId, pb};
 
 use super::{
-    AuditRecord, Batch, DelegateRecord, Error, LogRecord, Store, TaskRecord, TaskWrite,
-    TokenRecord, TokenRefused,
+    AuditRecord, Batch, DelegateRecord, Error, LogRecord, Store, TaskRecord, TaskWrite, TokenRecord,
+    TokenRefused,
 };
 
 /// Expands to one `#[tokio::test]` per conformance function. `$fixture` is a type
@@ -70,11 +70,7 @@ macro_rules! check_eq {
 }
 
 fn scope(account: &str, org: &str, project: &str) -> pb::Scope {
-    pb::Scope {
-        account: account.into(),
-        org: org.into(),
-        project: project.into(),
-    }
+    pb::Scope { account: account.into(), org: org.into(), project: project.into() }
 }
 
 /// A queued task with a realistic spec; `created_ms` orders it.
@@ -104,10 +100,7 @@ fn task(created_ms: i64, state: pb::TaskState) -> TaskRecord {
 }
 
 fn insert(record: &TaskRecord) -> TaskWrite {
-    TaskWrite {
-        record: record.clone(),
-        expected_version: None,
-    }
+    TaskWrite { record: record.clone(), expected_version: None }
 }
 
 /// The next version of `record` after `change`, and the write that stores it.
@@ -115,18 +108,12 @@ fn update(record: &TaskRecord, change: impl FnOnce(&mut TaskRecord)) -> (TaskRec
     let mut next = record.clone();
     change(&mut next);
     next.version = record.version + 1;
-    let write = TaskWrite {
-        record: next.clone(),
-        expected_version: Some(record.version),
-    };
+    let write = TaskWrite { record: next.clone(), expected_version: Some(record.version) };
     (next, write)
 }
 
 fn tasks_batch(writes: Vec<TaskWrite>) -> Batch {
-    Batch {
-        tasks: writes,
-        ..Batch::default()
-    }
+    Batch { tasks: writes, ..Batch::default() }
 }
 
 fn log(task_id: TaskId, seq: u64, text: &str) -> LogRecord {
@@ -186,86 +173,53 @@ pub(crate) async fn task_round_trips_every_field(store: &dyn Store) -> anyhow::R
     full.started_ms = Some(2_100);
     full.finished_ms = Some(2_200);
     full.queue_deadline_ms = 9_999;
-    store
-        .commit(&tasks_batch(vec![insert(&bare), insert(&full)]))
-        .await?;
+    store.commit(&tasks_batch(vec![insert(&bare), insert(&full)])).await?;
 
     check_eq!(store.get_task(bare.id).await?, Some(bare.clone()));
     check_eq!(store.get_task(full.id).await?, Some(full.clone()));
     check_eq!(store.get_task(TaskId::new()).await?, None);
-    check_eq!(
-        store.list_tasks(&[], 10).await?,
-        vec![full.clone(), bare.clone()]
-    );
+    check_eq!(store.list_tasks(&[], 10).await?, vec![full.clone(), bare.clone()]);
     check_eq!(store.load_unfinished().await?, vec![bare]);
     Ok(())
 }
 
 /// `list_tasks` filters by any of the given states, orders newest first and
 /// honours the limit.
-pub(crate) async fn list_tasks_filters_by_state_newest_first(
-    store: &dyn Store,
-) -> anyhow::Result<()> {
+pub(crate) async fn list_tasks_filters_by_state_newest_first(store: &dyn Store) -> anyhow::Result<()> {
     use pb::TaskState::*;
-    let states = [
-        Queued, Running, Succeeded, Running, Failed, Queued, Cancelled,
-    ];
+    let states = [Queued, Running, Succeeded, Running, Failed, Queued, Cancelled];
     let tasks: Vec<TaskRecord> = states
         .iter()
         .enumerate()
         .map(|(i, s)| task(1_000 + i64::try_from(i).unwrap_or(0) * 10, *s))
         .collect();
-    store
-        .commit(&tasks_batch(tasks.iter().map(insert).collect()))
-        .await?;
+    store.commit(&tasks_batch(tasks.iter().map(insert).collect())).await?;
 
     let newest_first: Vec<TaskRecord> = tasks.iter().rev().cloned().collect();
     check_eq!(store.list_tasks(&[], 100).await?, newest_first);
     check_eq!(store.list_tasks(&[], 3).await?, newest_first[..3].to_vec());
 
-    let running_or_failed: Vec<TaskRecord> = newest_first
-        .iter()
-        .filter(|t| matches!(t.state, Running | Failed))
-        .cloned()
-        .collect();
-    check_eq!(
-        store.list_tasks(&[Running, Failed], 100).await?,
-        running_or_failed
-    );
-    check_eq!(
-        store.list_tasks(&[Running, Failed], 2).await?,
-        running_or_failed[..2].to_vec()
-    );
-    check_eq!(
-        store.list_tasks(&[Expired], 100).await?,
-        Vec::<TaskRecord>::new()
-    );
+    let running_or_failed: Vec<TaskRecord> =
+        newest_first.iter().filter(|t| matches!(t.state, Running | Failed)).cloned().collect();
+    check_eq!(store.list_tasks(&[Running, Failed], 100).await?, running_or_failed);
+    check_eq!(store.list_tasks(&[Running, Failed], 2).await?, running_or_failed[..2].to_vec());
+    check_eq!(store.list_tasks(&[Expired], 100).await?, Vec::<TaskRecord>::new());
     check_eq!(store.list_tasks(&[], 0).await?, Vec::<TaskRecord>::new());
     Ok(())
 }
 
 /// `load_unfinished` returns exactly the tasks not in a final state, oldest first.
-pub(crate) async fn load_unfinished_is_non_final_oldest_first(
-    store: &dyn Store,
-) -> anyhow::Result<()> {
+pub(crate) async fn load_unfinished_is_non_final_oldest_first(store: &dyn Store) -> anyhow::Result<()> {
     use pb::TaskState::*;
     // Submitted newest-first so that insertion order cannot pass for age order.
-    let states = [
-        Expired, Running, Lost, Offered, Cancelled, Failed, Queued, Succeeded, Queued,
-    ];
+    let states = [Expired, Running, Lost, Offered, Cancelled, Failed, Queued, Succeeded, Queued];
     let tasks: Vec<TaskRecord> = states
         .iter()
         .enumerate()
         .map(|(i, s)| task(10_000 - i64::try_from(i).unwrap_or(0) * 10, *s))
         .collect();
-    store
-        .commit(&tasks_batch(tasks.iter().map(insert).collect()))
-        .await?;
-    let mut expected: Vec<TaskRecord> = tasks
-        .iter()
-        .filter(|t| !t.state.is_final())
-        .cloned()
-        .collect();
+    store.commit(&tasks_batch(tasks.iter().map(insert).collect())).await?;
+    let mut expected: Vec<TaskRecord> = tasks.iter().filter(|t| !t.state.is_final()).cloned().collect();
     expected.sort_by_key(|t| t.created_ms);
     check_eq!(expected.len(), 4);
     check_eq!(store.load_unfinished().await?, expected);
@@ -299,32 +253,21 @@ pub(crate) async fn compare_and_set_updates(store: &dyn Store) -> anyhow::Result
     let stale = store.commit(&tasks_batch(vec![w2])).await;
     ensure!(is_conflict(&stale), "stale write must conflict: {stale:?}");
     if let Err(Error::Conflict { what }) = &stale {
-        ensure!(
-            what.contains(&t1.id.to_string()),
-            "conflict names the task: {what}"
-        );
+        ensure!(what.contains(&t1.id.to_string()), "conflict names the task: {what}");
     }
     check_eq!(store.get_task(t1.id).await?, Some(t2.clone()));
 
     // A write from the future (expects a version never stored) also conflicts.
     let mut future = t2.clone();
     future.version = 10;
-    let r = store
-        .commit(&tasks_batch(vec![TaskWrite {
-            record: future,
-            expected_version: Some(9),
-        }]))
-        .await;
+    let r = store.commit(&tasks_batch(vec![TaskWrite { record: future, expected_version: Some(9) }])).await;
     ensure!(is_conflict(&r), "future version must conflict: {r:?}");
 
     // An update of a task that was never inserted must not create it.
     let ghost = task(1_500, pb::TaskState::Queued);
     let (_, ghost_write) = update(&ghost, |t| t.state = pb::TaskState::Running);
     let r = store.commit(&tasks_batch(vec![ghost_write])).await;
-    ensure!(
-        is_conflict(&r),
-        "update of a missing task must conflict: {r:?}"
-    );
+    ensure!(is_conflict(&r), "update of a missing task must conflict: {r:?}");
     check_eq!(store.get_task(ghost.id).await?, None);
 
     let (t3, w3) = update(&t2, |t| {
@@ -351,13 +294,7 @@ pub(crate) async fn failed_batch_writes_nothing(store: &dyn Store) -> anyhow::Re
 
     let (_, b_update) = update(&b, |t| t.state = pb::TaskState::Offered);
     let c = task(1_002, pb::TaskState::Queued);
-    let stale_a = TaskWrite {
-        record: TaskRecord {
-            version: 5,
-            ..a.clone()
-        },
-        expected_version: Some(4),
-    };
+    let stale_a = TaskWrite { record: TaskRecord { version: 5, ..a.clone() }, expected_version: Some(4) };
     // The stale write comes last so earlier statements of the batch did run.
     let batch = Batch {
         tasks: vec![b_update, insert(&c), stale_a],
@@ -365,22 +302,13 @@ pub(crate) async fn failed_batch_writes_nothing(store: &dyn Store) -> anyhow::Re
         audit: vec![audit(1)],
     };
     let r = store.commit(&batch).await;
-    ensure!(
-        is_conflict(&r),
-        "batch with a stale write must conflict: {r:?}"
-    );
+    ensure!(is_conflict(&r), "batch with a stale write must conflict: {r:?}");
 
     check_eq!(store.get_task(a.id).await?, Some(a.clone()));
     check_eq!(store.get_task(b.id).await?, Some(b.clone()));
     check_eq!(store.get_task(c.id).await?, None);
-    check_eq!(
-        store.task_logs(a.id, 0, 100).await?,
-        vec![log(a.id, 1, "kept")]
-    );
-    check_eq!(
-        store.task_logs(c.id, 0, 100).await?,
-        Vec::<LogRecord>::new()
-    );
+    check_eq!(store.task_logs(a.id, 0, 100).await?, vec![log(a.id, 1, "kept")]);
+    check_eq!(store.task_logs(c.id, 0, 100).await?, Vec::<LogRecord>::new());
     check_eq!(store.last_log_seq(a.id).await?, 1);
     check_eq!(store.list_audit(100).await?, vec![audit(0)]);
 
@@ -421,10 +349,7 @@ pub(crate) async fn insert_of_existing_id_conflicts(store: &dyn Store) -> anyhow
         .await;
     ensure!(is_conflict(&r), "duplicate insert must conflict: {r:?}");
     if let Err(Error::Conflict { what }) = &r {
-        ensure!(
-            what.contains(&a.id.to_string()),
-            "conflict names the task: {what}"
-        );
+        ensure!(what.contains(&a.id.to_string()), "conflict names the task: {what}");
     }
     check_eq!(store.get_task(a.id).await?, Some(a));
     check_eq!(store.get_task(b.id).await?, None);
@@ -480,23 +405,16 @@ pub(crate) async fn same_task_twice_in_a_batch_collapses(store: &dyn Store) -> a
     // Broken chain: the second write does not expect what the first produced.
     let (a6, w6) = update(&a5, |t| t.reason = "one".into());
     let broken = TaskWrite {
-        record: TaskRecord {
-            version: a6.version + 1,
-            ..a6.clone()
-        },
+        record: TaskRecord { version: a6.version + 1, ..a6.clone() },
         expected_version: Some(a5.version),
     };
-    let r = store
-        .commit(&tasks_batch(vec![wb2.clone(), w6.clone(), broken]))
-        .await;
+    let r = store.commit(&tasks_batch(vec![wb2.clone(), w6.clone(), broken])).await;
     ensure!(is_conflict(&r), "broken chain must conflict: {r:?}");
     check_eq!(store.get_task(a1.id).await?, Some(a5.clone()));
     check_eq!(store.get_task(b1.id).await?, Some(b1.clone()));
 
     // Updating and then re-inserting the same id.
-    let r = store
-        .commit(&tasks_batch(vec![wb2.clone(), w6.clone(), insert(&a6)]))
-        .await;
+    let r = store.commit(&tasks_batch(vec![wb2.clone(), w6.clone(), insert(&a6)])).await;
     ensure!(is_conflict(&r), "insert after update must conflict: {r:?}");
     check_eq!(store.get_task(a1.id).await?, Some(a5));
 
@@ -511,14 +429,9 @@ pub(crate) async fn same_task_twice_in_a_batch_collapses(store: &dyn Store) -> a
 pub(crate) async fn logs_read_back_in_order(store: &dyn Store) -> anyhow::Result<()> {
     let a = task(1_000, pb::TaskState::Running);
     let b = task(1_001, pb::TaskState::Running);
-    store
-        .commit(&tasks_batch(vec![insert(&a), insert(&b)]))
-        .await?;
+    store.commit(&tasks_batch(vec![insert(&a), insert(&b)])).await?;
     check_eq!(store.last_log_seq(a.id).await?, 0);
-    check_eq!(
-        store.task_logs(a.id, 0, 100).await?,
-        Vec::<LogRecord>::new()
-    );
+    check_eq!(store.task_logs(a.id, 0, 100).await?, Vec::<LogRecord>::new());
 
     // Out of order within a batch, interleaved between tasks, over two batches.
     let mut first = vec![
@@ -529,41 +442,19 @@ pub(crate) async fn logs_read_back_in_order(store: &dyn Store) -> anyhow::Result
     ];
     first[1].stream = pb::LogStream::Stderr as i32;
     first[1].epoch = Epoch(4);
-    store
-        .commit(&Batch {
-            logs: first.clone(),
-            ..Batch::default()
-        })
-        .await?;
-    let second: Vec<LogRecord> = (4..=12)
-        .map(|s| log(a.id, s, &format!("line {s}")))
-        .collect();
-    store
-        .commit(&Batch {
-            logs: second.clone(),
-            ..Batch::default()
-        })
-        .await?;
+    store.commit(&Batch { logs: first.clone(), ..Batch::default() }).await?;
+    let second: Vec<LogRecord> = (4..=12).map(|s| log(a.id, s, &format!("line {s}"))).collect();
+    store.commit(&Batch { logs: second.clone(), ..Batch::default() }).await?;
 
-    let mut all_a: Vec<LogRecord> = first
-        .iter()
-        .chain(second.iter())
-        .filter(|l| l.task_id == a.id)
-        .cloned()
-        .collect();
+    let mut all_a: Vec<LogRecord> =
+        first.iter().chain(second.iter()).filter(|l| l.task_id == a.id).cloned().collect();
     all_a.sort_by_key(|l| l.seq);
     check_eq!(all_a.len(), 12);
     check_eq!(store.task_logs(a.id, 0, 100).await?, all_a);
     check_eq!(store.task_logs(a.id, 0, 5).await?, all_a[..5].to_vec());
     check_eq!(store.task_logs(a.id, 5, 3).await?, all_a[5..8].to_vec());
-    check_eq!(
-        store.task_logs(a.id, 12, 100).await?,
-        Vec::<LogRecord>::new()
-    );
-    check_eq!(
-        store.task_logs(a.id, u64::MAX, 100).await?,
-        Vec::<LogRecord>::new()
-    );
+    check_eq!(store.task_logs(a.id, 12, 100).await?, Vec::<LogRecord>::new());
+    check_eq!(store.task_logs(a.id, u64::MAX, 100).await?, Vec::<LogRecord>::new());
     check_eq!(store.task_logs(b.id, 0, 100).await?, vec![first[1].clone()]);
     check_eq!(store.last_log_seq(a.id).await?, 12);
     check_eq!(store.last_log_seq(b.id).await?, 1);
@@ -576,30 +467,16 @@ pub(crate) async fn logs_read_back_in_order(store: &dyn Store) -> anyhow::Result
 pub(crate) async fn tokens_create_and_use(store: &dyn Store) -> anyhow::Result<()> {
     let limited = token("limited", Some(2), 5_000);
     store.create_token(&limited).await?;
-    let r = store
-        .create_token(&TokenRecord {
-            token_hash: "different".into(),
-            ..limited.clone()
-        })
-        .await;
+    let r = store.create_token(&TokenRecord { token_hash: "different".into(), ..limited.clone() }).await;
     ensure!(is_conflict(&r), "duplicate token name must conflict: {r:?}");
 
-    check_eq!(
-        store.use_token("no-such-hash", 1_000).await?,
-        Err(TokenRefused::Unknown)
-    );
+    check_eq!(store.use_token("no-such-hash", 1_000).await?, Err(TokenRefused::Unknown));
 
     let first = store
         .use_token(&limited.token_hash, 1_000)
         .await?
         .map_err(|e| anyhow::anyhow!("first use refused: {e}"))?;
-    check_eq!(
-        first,
-        TokenRecord {
-            uses: 1,
-            ..limited.clone()
-        }
-    );
+    check_eq!(first, TokenRecord { uses: 1, ..limited.clone() });
     // The expiry instant itself is still accepted.
     let second = store
         .use_token(&limited.token_hash, 5_000)
@@ -608,19 +485,14 @@ pub(crate) async fn tokens_create_and_use(store: &dyn Store) -> anyhow::Result<(
     check_eq!(second.uses, 2);
     check_eq!(
         store.use_token(&limited.token_hash, 1_000).await?,
-        Err(TokenRefused::UsedUp {
-            name: "limited".into(),
-            max: 2
-        })
+        Err(TokenRefused::UsedUp { name: "limited".into(), max: 2 })
     );
 
     let expiring = token("expiring", None, 5_000);
     store.create_token(&expiring).await?;
     check_eq!(
         store.use_token(&expiring.token_hash, 5_001).await?,
-        Err(TokenRefused::Expired {
-            name: "expiring".into()
-        })
+        Err(TokenRefused::Expired { name: "expiring".into() })
     );
 
     let unlimited = token("unlimited", None, i64::MAX);
@@ -632,15 +504,10 @@ pub(crate) async fn tokens_create_and_use(store: &dyn Store) -> anyhow::Result<(
             .map_err(|e| anyhow::anyhow!("unlimited use {n} refused: {e}"))?;
         check_eq!(used.uses, n);
     }
-    ensure!(
-        store.revoke_token("unlimited").await?,
-        "revoke must find the token"
-    );
+    ensure!(store.revoke_token("unlimited").await?, "revoke must find the token");
     check_eq!(
         store.use_token(&unlimited.token_hash, 1_000).await?,
-        Err(TokenRefused::Revoked {
-            name: "unlimited".into()
-        })
+        Err(TokenRefused::Revoked { name: "unlimited".into() })
     );
 
     // Refusals count nothing.
@@ -648,11 +515,7 @@ pub(crate) async fn tokens_create_and_use(store: &dyn Store) -> anyhow::Result<(
     let uses: Vec<(String, u32)> = stored.iter().map(|t| (t.name.clone(), t.uses)).collect();
     check_eq!(
         uses,
-        vec![
-            ("expiring".to_string(), 0),
-            ("limited".to_string(), 2),
-            ("unlimited".to_string(), 7)
-        ]
+        vec![("expiring".to_string(), 0), ("limited".to_string(), 2), ("unlimited".to_string(), 7)]
     );
     Ok(())
 }
@@ -691,20 +554,11 @@ pub(crate) async fn tokens_revoke_and_list(store: &dyn Store) -> anyhow::Result<
     for t in [&b, &a, &c] {
         store.create_token(t).await?;
     }
-    check_eq!(
-        store.list_tokens().await?,
-        vec![a.clone(), b.clone(), c.clone()]
-    );
+    check_eq!(store.list_tokens().await?, vec![a.clone(), b.clone(), c.clone()]);
 
-    ensure!(
-        store.revoke_token("b-token").await?,
-        "revoke of an existing token"
-    );
+    ensure!(store.revoke_token("b-token").await?, "revoke of an existing token");
     ensure!(store.revoke_token("b-token").await?, "revoke is idempotent");
-    ensure!(
-        !store.revoke_token("nope").await?,
-        "revoke of a missing token"
-    );
+    ensure!(!store.revoke_token("nope").await?, "revoke of a missing token");
     let revoked_b = TokenRecord { revoked: true, ..b };
     check_eq!(store.list_tokens().await?, vec![a, revoked_b, c]);
     Ok(())
@@ -729,52 +583,25 @@ pub(crate) async fn delegates_round_trip(store: &dyn Store) -> anyhow::Result<()
     for d in [&late, &early, &odd] {
         store.insert_delegate(d).await?;
     }
-    let r = store
-        .insert_delegate(&DelegateRecord {
-            name: "dup".into(),
-            ..late.clone()
-        })
-        .await;
-    ensure!(
-        is_conflict(&r),
-        "duplicate delegate id must conflict: {r:?}"
-    );
+    let r = store.insert_delegate(&DelegateRecord { name: "dup".into(), ..late.clone() }).await;
+    ensure!(is_conflict(&r), "duplicate delegate id must conflict: {r:?}");
 
     check_eq!(store.get_delegate(odd.id).await?, Some(odd.clone()));
     check_eq!(store.get_delegate(DelegateId::new()).await?, None);
-    check_eq!(
-        store.list_delegates().await?,
-        vec![early.clone(), odd.clone(), late.clone()]
-    );
+    check_eq!(store.list_delegates().await?, vec![early.clone(), odd.clone(), late.clone()]);
 
     let tags = vec!["linux".to_string(), "arm64".to_string(), "x,y".to_string()];
     store.touch_delegate(early.id, 5_000, &tags).await?;
-    let touched = DelegateRecord {
-        last_seen_ms: 5_000,
-        tags,
-        ..early.clone()
-    };
+    let touched = DelegateRecord { last_seen_ms: 5_000, tags, ..early.clone() };
     check_eq!(store.get_delegate(early.id).await?, Some(touched.clone()));
     store.touch_delegate(late.id, 6_000, &[]).await?;
-    check_eq!(
-        store.get_delegate(late.id).await?.map(|d| d.tags),
-        Some(Vec::<String>::new())
-    );
+    check_eq!(store.get_delegate(late.id).await?.map(|d| d.tags), Some(Vec::<String>::new()));
     // Touching an unknown delegate records nothing and is not an error.
     store.touch_delegate(DelegateId::new(), 7_000, &[]).await?;
 
-    ensure!(
-        store.revoke_delegate(odd.id).await?,
-        "revoke of an existing delegate"
-    );
-    ensure!(
-        !store.revoke_delegate(DelegateId::new()).await?,
-        "revoke of a missing delegate"
-    );
-    let revoked = store
-        .get_delegate(odd.id)
-        .await?
-        .context("revoked delegate is still listed")?;
+    ensure!(store.revoke_delegate(odd.id).await?, "revoke of an existing delegate");
+    ensure!(!store.revoke_delegate(DelegateId::new()).await?, "revoke of a missing delegate");
+    let revoked = store.get_delegate(odd.id).await?.context("revoked delegate is still listed")?;
     ensure!(revoked.revoked, "revoked flag stored");
     check_eq!(store.list_delegates().await?.len(), 3);
     Ok(())
@@ -783,26 +610,13 @@ pub(crate) async fn delegates_round_trip(store: &dyn Store) -> anyhow::Result<()
 /// Audit entries appended through `commit` come back newest first.
 pub(crate) async fn audit_newest_first(store: &dyn Store) -> anyhow::Result<()> {
     check_eq!(store.list_audit(10).await?, Vec::<AuditRecord>::new());
-    store
-        .commit(&Batch {
-            audit: vec![audit(1), audit(2), audit(3)],
-            ..Batch::default()
-        })
-        .await?;
+    store.commit(&Batch { audit: vec![audit(1), audit(2), audit(3)], ..Batch::default() }).await?;
     // A later entry with an earlier clock is still the newest.
     let mut skewed = audit(4);
     skewed.at_ms = 1;
     skewed.detail = "with 'quotes' and ünïcode".into();
-    store
-        .commit(&Batch {
-            audit: vec![skewed.clone()],
-            ..Batch::default()
-        })
-        .await?;
-    check_eq!(
-        store.list_audit(10).await?,
-        vec![skewed.clone(), audit(3), audit(2), audit(1)]
-    );
+    store.commit(&Batch { audit: vec![skewed.clone()], ..Batch::default() }).await?;
+    check_eq!(store.list_audit(10).await?, vec![skewed.clone(), audit(3), audit(2), audit(1)]);
     check_eq!(store.list_audit(2).await?, vec![skewed, audit(3)]);
     Ok(())
 }
@@ -811,21 +625,12 @@ pub(crate) async fn audit_newest_first(store: &dyn Store) -> anyhow::Result<()> 
 /// 5,000 updates, 10,000 log lines, audit) commits whole.
 pub(crate) async fn big_batch_commits(store: &dyn Store) -> anyhow::Result<()> {
     const N: usize = 5_000;
-    let old: Vec<TaskRecord> = (0..N)
-        .map(|i| task(1_000 + i64::try_from(i).unwrap_or(0), pb::TaskState::Queued))
-        .collect();
-    store
-        .commit(&tasks_batch(old.iter().map(insert).collect()))
-        .await?;
+    let old: Vec<TaskRecord> =
+        (0..N).map(|i| task(1_000 + i64::try_from(i).unwrap_or(0), pb::TaskState::Queued)).collect();
+    store.commit(&tasks_batch(old.iter().map(insert).collect())).await?;
 
-    let fresh: Vec<TaskRecord> = (0..N)
-        .map(|i| {
-            task(
-                100_000 + i64::try_from(i).unwrap_or(0),
-                pb::TaskState::Queued,
-            )
-        })
-        .collect();
+    let fresh: Vec<TaskRecord> =
+        (0..N).map(|i| task(100_000 + i64::try_from(i).unwrap_or(0), pb::TaskState::Queued)).collect();
     let mut updated = Vec::with_capacity(N);
     let mut writes: Vec<TaskWrite> = fresh.iter().map(insert).collect();
     for (i, t) in old.iter().enumerate() {
@@ -837,30 +642,16 @@ pub(crate) async fn big_batch_commits(store: &dyn Store) -> anyhow::Result<()> {
         updated.push(next);
         writes.push(write);
     }
-    let logs: Vec<LogRecord> = old
-        .iter()
-        .flat_map(|t| [log(t.id, 1, "first"), log(t.id, 2, "second")])
-        .collect();
+    let logs: Vec<LogRecord> =
+        old.iter().flat_map(|t| [log(t.id, 1, "first"), log(t.id, 2, "second")]).collect();
     let audits: Vec<AuditRecord> = (0..100).map(audit).collect();
-    store
-        .commit(&Batch {
-            tasks: writes,
-            logs,
-            audit: audits,
-        })
-        .await?;
+    store.commit(&Batch { tasks: writes, logs, audit: audits }).await?;
 
     let unfinished = store.load_unfinished().await?;
     check_eq!(unfinished.len(), 2 * N);
     check_eq!(unfinished[..N].to_vec(), updated);
     check_eq!(unfinished[N..].to_vec(), fresh);
-    check_eq!(
-        store
-            .list_tasks(&[pb::TaskState::Running], 10_000)
-            .await?
-            .len(),
-        N
-    );
+    check_eq!(store.list_tasks(&[pb::TaskState::Running], 10_000).await?.len(), N);
     for t in [&old[0], &old[N / 2], &old[N - 1]] {
         check_eq!(store.last_log_seq(t.id).await?, 2);
         check_eq!(store.task_logs(t.id, 0, 10).await?.len(), 2);
@@ -870,24 +661,13 @@ pub(crate) async fn big_batch_commits(store: &dyn Store) -> anyhow::Result<()> {
     check_eq!(ids.len(), 2 * N);
 
     // A big batch with one stale write at the very end writes nothing.
-    let mut writes: Vec<TaskWrite> = updated
-        .iter()
-        .map(|t| update(t, |t| t.state = pb::TaskState::Succeeded).1)
-        .collect();
+    let mut writes: Vec<TaskWrite> =
+        updated.iter().map(|t| update(t, |t| t.state = pb::TaskState::Succeeded).1).collect();
     let last = writes.len() - 1;
     writes[last].expected_version = Some(1);
     let r = store.commit(&tasks_batch(writes)).await;
-    ensure!(
-        is_conflict(&r),
-        "stale write in a big batch must conflict: {r:?}"
-    );
-    check_eq!(
-        store
-            .list_tasks(&[pb::TaskState::Succeeded], 10)
-            .await?
-            .len(),
-        0
-    );
+    ensure!(is_conflict(&r), "stale write in a big batch must conflict: {r:?}");
+    check_eq!(store.list_tasks(&[pb::TaskState::Succeeded], 10).await?.len(), 0);
     Ok(())
 }
 

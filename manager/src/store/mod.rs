@@ -251,11 +251,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, token: &TokenRecord) -> Result<()>;
 
     /// Atomically checks the token with this hash and counts one use.
-    async fn use_token(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> Result<Result<TokenRecord, TokenRefused>>;
+    async fn use_token(&self, token_hash: &str, now_ms: i64) -> Result<Result<TokenRecord, TokenRefused>>;
 
     /// Revokes a token by name; false if there is none.
     async fn revoke_token(&self, name: &str) -> Result<bool>;
@@ -276,12 +272,7 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_delegate(&self, id: DelegateId) -> Result<bool>;
 
     /// Records a connection: last-seen time and announced tags.
-    async fn touch_delegate(
-        &self,
-        id: DelegateId,
-        last_seen_ms: i64,
-        tags: &[String],
-    ) -> Result<()>;
+    async fn touch_delegate(&self, id: DelegateId, last_seen_ms: i64, tags: &[String]) -> Result<()>;
 
     /// Most recent audit entries, newest first.
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
@@ -292,9 +283,7 @@ pub trait Store: Send + Sync + 'static {
 /// schema (created if missing), which tests use for isolation.
 pub async fn open(url: &str, schema: Option<&str>) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PgStore::connect(url, schema).await?,
-        ))
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url, schema).await?))
     } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
     } else {

@@ -18,9 +18,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use super::common::{
-    TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64,
-    delegate_columns, delegate_from_row, log_columns, log_from_row, migrate_error, tags_json,
-    task_columns, task_from_row, token_columns, token_from_row, unfinished_states,
+    TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
+    delegate_from_row, log_columns, log_from_row, migrate_error, tags_json, task_columns, task_from_row,
+    token_columns, token_from_row, unfinished_states,
 };
 use super::{
     AuditRecord, Batch, DelegateRecord, Error, LogRecord, Result, Store, TaskRecord, TokenRecord,
@@ -73,12 +73,10 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         if let Some(schema) = schema {
-            let created = sqlx::query(AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-            )))
-            .execute(&pool)
-            .await
-            .map_err(db_error);
+            let created = sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                .execute(&pool)
+                .await
+                .map_err(db_error);
             match created {
                 // Two processes creating it at once: the loser sees a unique
                 // violation on the catalog, and the schema exists either way.
@@ -92,19 +90,14 @@ impl PgStore {
     /// Looks up stored versions of the plan's tasks, to say which write conflicted.
     async fn explain_conflict(&self, plan: &TaskPlan<'_>) -> Error {
         let ids = plan.ids();
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT id, version FROM tasks WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
-        let stored: HashMap<String, u64> = rows
-            .into_iter()
-            .map(|(id, v)| (id, u64::try_from(v).unwrap_or(u64::MAX)))
-            .collect();
-        Error::Conflict {
-            what: plan.explain_conflict(&stored),
-        }
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, version FROM tasks WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        let stored: HashMap<String, u64> =
+            rows.into_iter().map(|(id, v)| (id, u64::try_from(v).unwrap_or(u64::MAX))).collect();
+        Error::Conflict { what: plan.explain_conflict(&stored) }
     }
 
     /// Writes a batch in one transaction. `Ok(false)` means a task write was
@@ -131,9 +124,7 @@ impl PgStore {
 /// option and DDL, and PostgreSQL folds unquoted names to lower case.
 fn check_schema_name(schema: &str) -> Result<()> {
     let mut chars = schema.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if first_ok && rest_ok && schema.len() <= 63 {
         Ok(())
@@ -251,12 +242,7 @@ async fn update_tasks(conn: &mut PgConnection, updates: &[TaskUpdate<'_>]) -> Re
         task_columns!(),
         ", expected_version) WHERE t.id = v.id AND t.version = v.expected_version"
     ));
-    let done = cols
-        .bind(q)
-        .bind(&expected)
-        .execute(conn)
-        .await
-        .map_err(db_error)?;
+    let done = cols.bind(q).bind(&expected).execute(conn).await.map_err(db_error)?;
     Ok(done.rows_affected() == updates.len() as u64)
 }
 
@@ -349,11 +335,7 @@ impl Store for PgStore {
             return Ok(());
         }
         let plan = TaskPlan::new(&batch.tasks)?;
-        if self.write_batch(&plan, batch).await? {
-            Ok(())
-        } else {
-            Err(self.explain_conflict(&plan).await)
-        }
+        if self.write_batch(&plan, batch).await? { Ok(()) } else { Err(self.explain_conflict(&plan).await) }
     }
 
     async fn load_unfinished(&self) -> Result<Vec<TaskRecord>> {
@@ -370,15 +352,11 @@ impl Store for PgStore {
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let row = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -420,12 +398,11 @@ impl Store for PgStore {
     }
 
     async fn last_log_seq(&self, id: TaskId) -> Result<u64> {
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM task_logs WHERE task_id = $1")
-                .bind(id.to_string())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_error)?;
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_logs WHERE task_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
         let max = max.unwrap_or(0);
         u64::try_from(max).map_err(|_| Error::Corrupt {
             table: "task_logs",
@@ -456,11 +433,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn use_token(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> Result<Result<TokenRecord, TokenRefused>> {
+    async fn use_token(&self, token_hash: &str, now_ms: i64) -> Result<Result<TokenRecord, TokenRefused>> {
         // FOR UPDATE holds the row until commit, so concurrent uses of one token
         // check and count strictly one after another.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
@@ -502,14 +475,10 @@ impl Store for PgStore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -536,27 +505,20 @@ impl Store for PgStore {
     }
 
     async fn get_delegate(&self, id: DelegateId) -> Result<Option<DelegateRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            delegate_columns!(),
-            " FROM delegates WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let row = sqlx::query(concat!("SELECT ", delegate_columns!(), " FROM delegates WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
         row.as_ref().map(delegate_from_row).transpose()
     }
 
     async fn list_delegates(&self) -> Result<Vec<DelegateRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            delegate_columns!(),
-            " FROM delegates ORDER BY enrolled_ms, id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows =
+            sqlx::query(concat!("SELECT ", delegate_columns!(), " FROM delegates ORDER BY enrolled_ms, id"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
         rows.iter().map(delegate_from_row).collect()
     }
 
@@ -569,12 +531,7 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn touch_delegate(
-        &self,
-        id: DelegateId,
-        last_seen_ms: i64,
-        tags: &[String],
-    ) -> Result<()> {
+    async fn touch_delegate(&self, id: DelegateId, last_seen_ms: i64, tags: &[String]) -> Result<()> {
         // A delegate that is not enrolled has nothing to record; the caller
         // authenticated it against the delegates table already.
         sqlx::query("UPDATE delegates SET last_seen_ms = $1, tags = $2 WHERE id = $3")
@@ -588,15 +545,11 @@ impl Store for PgStore {
     }
 
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit ORDER BY id DESC LIMIT $1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows = sqlx::query(concat!("SELECT ", audit_columns!(), " FROM audit ORDER BY id DESC LIMIT $1"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
         rows.iter().map(audit_from_row).collect()
     }
 }
@@ -622,9 +575,7 @@ mod tests {
     impl Fixture {
         async fn new() -> Self {
             let schema = format!("dray_test_{}", uuid::Uuid::now_v7().simple());
-            let store = PgStore::connect(&server_url(), Some(&schema))
-                .await
-                .unwrap();
+            let store = PgStore::connect(&server_url(), Some(&schema)).await.unwrap();
             store.migrate().await.unwrap();
             Fixture { store, schema }
         }
@@ -636,13 +587,10 @@ mod tests {
         async fn finish(self) {
             self.store.pool.close().await;
             let mut conn = PgConnection::connect(&server_url()).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!(
-                "DROP SCHEMA \"{}\" CASCADE",
-                self.schema
-            )))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+            sqlx::query(AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.schema)))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             conn.close().await.unwrap();
         }
     }
@@ -660,17 +608,7 @@ mod tests {
         .fetch_all(&fixture.store.pool)
         .await
         .unwrap();
-        assert_eq!(
-            tables,
-            [
-                "_sqlx_migrations",
-                "audit",
-                "delegates",
-                "task_logs",
-                "tasks",
-                "tokens"
-            ]
-        );
+        assert_eq!(tables, ["_sqlx_migrations", "audit", "delegates", "task_logs", "tasks", "tokens"]);
         fixture.finish().await;
     }
 
@@ -679,10 +617,7 @@ mod tests {
         assert!(check_schema_name("dray_test_0a").is_ok());
         assert!(check_schema_name("_x").is_ok());
         for bad in ["", "9x", "Dray", "a-b", "a\"b", "a b", &"x".repeat(64)] {
-            assert!(
-                matches!(check_schema_name(bad), Err(Error::Config(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(check_schema_name(bad), Err(Error::Config(_))), "{bad:?}");
         }
     }
 
@@ -691,13 +626,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
         let files = std::fs::read_dir(dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "sql")
-            })
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
             .count();
         assert_eq!(files, migrator().migrations.len());
     }

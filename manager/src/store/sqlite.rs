@@ -21,9 +21,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, Sqlite};
 
 use super::common::{
-    TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64,
-    delegate_columns, delegate_from_row, log_columns, log_from_row, migrate_error, tags_json,
-    task_columns, task_from_row, token_columns, token_from_row, unfinished_states,
+    TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
+    delegate_from_row, log_columns, log_from_row, migrate_error, tags_json, task_columns, task_from_row,
+    token_columns, token_from_row, unfinished_states,
 };
 use super::{
     AuditRecord, Batch, DelegateRecord, Error, LogRecord, Result, Store, TaskRecord, TokenRecord,
@@ -72,9 +72,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| Error::Unavailable(Box::new(e)))?;
+            tokio::fs::create_dir_all(parent).await.map_err(|e| Error::Unavailable(Box::new(e)))?;
         }
         let base = SqliteConnectOptions::new()
             .filename(&path)
@@ -86,11 +84,7 @@ impl SqliteStore {
         // which is a property of the file that the readers then inherit.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
-            )
+            .connect_with(base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
             .await
             .map_err(db_error)?;
         // query_only makes a write through a reader an error instead of a second
@@ -126,9 +120,7 @@ impl SqliteStore {
                 }
             }
         }
-        Error::Conflict {
-            what: plan.explain_conflict(&stored),
-        }
+        Error::Conflict { what: plan.explain_conflict(&stored) }
     }
 
     /// Writes a batch in one transaction on the writer. `Ok(false)` means a task
@@ -136,11 +128,7 @@ impl SqliteStore {
     async fn write_batch(&self, plan: &TaskPlan<'_>, batch: &Batch) -> Result<bool> {
         // IMMEDIATE takes the write lock up front, so another process holding it
         // makes us wait (busy_timeout) instead of failing mid-transaction.
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         match insert_tasks(&mut tx, &plan.inserts).await {
             Ok(()) => {}
             Err(Error::Conflict { .. }) => return Ok(false),
@@ -184,8 +172,7 @@ fn rows_per_statement(columns: usize) -> usize {
 
 async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> Result<()> {
     for chunk in records.chunks(rows_per_statement(12)) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO tasks (", task_columns!(), ") "));
+        let mut q = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO tasks (", task_columns!(), ") "));
         q.push_values(chunk, |mut row, r| {
             row.push_bind(r.id.to_string())
                 .push_bind(r.spec.encode_to_vec())
@@ -202,11 +189,7 @@ async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> R
         });
         // Chunk sizes vary, so caching the prepared statement would only churn
         // the cache.
-        q.build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
 }
@@ -242,12 +225,7 @@ async fn update_tasks(conn: &mut SqliteConnection, updates: &[TaskUpdate<'_>]) -
                 .push_bind(db_u64(u.expected_version));
         });
         q.push(") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column13");
-        let done = q
-            .build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        let done = q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
         if done.rows_affected() != chunk.len() as u64 {
             return Ok(false);
         }
@@ -257,8 +235,7 @@ async fn update_tasks(conn: &mut SqliteConnection, updates: &[TaskUpdate<'_>]) -
 
 async fn insert_logs(conn: &mut SqliteConnection, logs: &[LogRecord]) -> Result<()> {
     for chunk in logs.chunks(rows_per_statement(6)) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO task_logs (", log_columns!(), ") "));
+        let mut q = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO task_logs (", log_columns!(), ") "));
         q.push_values(chunk, |mut row, l| {
             row.push_bind(l.task_id.to_string())
                 .push_bind(db_u64(l.seq))
@@ -267,19 +244,14 @@ async fn insert_logs(conn: &mut SqliteConnection, logs: &[LogRecord]) -> Result<
                 .push_bind(l.text.as_str())
                 .push_bind(l.at_ms);
         });
-        q.build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, audit: &[AuditRecord]) -> Result<()> {
     for chunk in audit.chunks(rows_per_statement(5)) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO audit (", audit_columns!(), ") "));
+        let mut q = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO audit (", audit_columns!(), ") "));
         q.push_values(chunk, |mut row, a| {
             row.push_bind(a.at_ms)
                 .push_bind(a.actor.as_str())
@@ -287,11 +259,7 @@ async fn insert_audit(conn: &mut SqliteConnection, audit: &[AuditRecord]) -> Res
                 .push_bind(a.subject.as_str())
                 .push_bind(a.detail.as_str());
         });
-        q.build()
-            .persistent(false)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
 }
@@ -307,46 +275,27 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let plan = TaskPlan::new(&batch.tasks)?;
-        if self.write_batch(&plan, batch).await? {
-            Ok(())
-        } else {
-            Err(self.explain_conflict(&plan).await)
-        }
+        if self.write_batch(&plan, batch).await? { Ok(()) } else { Err(self.explain_conflict(&plan).await) }
     }
 
     async fn load_unfinished(&self) -> Result<Vec<TaskRecord>> {
-        let states = unfinished_states()
-            .iter()
-            .map(i32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let states = unfinished_states().iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
         // The state numbers are our own constants, not input: inlining them lets
         // the planner use the (state, created_ms) index.
         let sql = format!(
-            concat!(
-                "SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE state IN ({}) ORDER BY created_ms, id"
-            ),
+            concat!("SELECT ", task_columns!(), " FROM tasks WHERE state IN ({}) ORDER BY created_ms, id"),
             states
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.reader).await.map_err(db_error)?;
         rows.iter().map(task_from_row).collect()
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_error)?;
+        let row = sqlx::query(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -382,12 +331,11 @@ impl Store for SqliteStore {
     }
 
     async fn last_log_seq(&self, id: TaskId) -> Result<u64> {
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM task_logs WHERE task_id = ?")
-                .bind(id.to_string())
-                .fetch_one(&self.reader)
-                .await
-                .map_err(db_error)?;
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_logs WHERE task_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_error)?;
         let max = max.unwrap_or(0);
         u64::try_from(max).map_err(|_| Error::Corrupt {
             table: "task_logs",
@@ -418,27 +366,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn use_token(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> Result<Result<TokenRecord, TokenRefused>> {
+    async fn use_token(&self, token_hash: &str, now_ms: i64) -> Result<Result<TokenRecord, TokenRefused>> {
         // Check and count in one transaction on the single writer: no other write
         // can run between the read and the increment.
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE token_hash = ?"))
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens WHERE token_hash = ?"
-        ))
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
         let token = row.as_ref().map(token_from_row).transpose()?;
         match check_token(token, now_ms) {
             Ok(token) => {
@@ -468,14 +404,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens ORDER BY name"
-        ))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
+        let rows = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens ORDER BY name"))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -502,27 +434,20 @@ impl Store for SqliteStore {
     }
 
     async fn get_delegate(&self, id: DelegateId) -> Result<Option<DelegateRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            delegate_columns!(),
-            " FROM delegates WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_error)?;
+        let row = sqlx::query(concat!("SELECT ", delegate_columns!(), " FROM delegates WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
         row.as_ref().map(delegate_from_row).transpose()
     }
 
     async fn list_delegates(&self) -> Result<Vec<DelegateRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            delegate_columns!(),
-            " FROM delegates ORDER BY enrolled_ms, id"
-        ))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
+        let rows =
+            sqlx::query(concat!("SELECT ", delegate_columns!(), " FROM delegates ORDER BY enrolled_ms, id"))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?;
         rows.iter().map(delegate_from_row).collect()
     }
 
@@ -535,12 +460,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn touch_delegate(
-        &self,
-        id: DelegateId,
-        last_seen_ms: i64,
-        tags: &[String],
-    ) -> Result<()> {
+    async fn touch_delegate(&self, id: DelegateId, last_seen_ms: i64, tags: &[String]) -> Result<()> {
         // A delegate that is not enrolled has nothing to record; the caller
         // authenticated it against the delegates table already.
         sqlx::query("UPDATE delegates SET last_seen_ms = ?, tags = ? WHERE id = ?")
@@ -554,15 +474,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit ORDER BY id DESC LIMIT ?"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
+        let rows = sqlx::query(concat!("SELECT ", audit_columns!(), " FROM audit ORDER BY id DESC LIMIT ?"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
         rows.iter().map(audit_from_row).collect()
     }
 }
@@ -601,51 +517,28 @@ mod tests {
 
     #[test]
     fn urls_name_files() {
-        assert_eq!(
-            sqlite_path("sqlite:///var/lib/dray.db").unwrap(),
-            PathBuf::from("/var/lib/dray.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite://dray.db").unwrap(),
-            PathBuf::from("dray.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite:dray.db").unwrap(),
-            PathBuf::from("dray.db")
-        );
-        assert!(matches!(
-            sqlite_path("sqlite::memory:"),
-            Err(Error::Config(_))
-        ));
+        assert_eq!(sqlite_path("sqlite:///var/lib/dray.db").unwrap(), PathBuf::from("/var/lib/dray.db"));
+        assert_eq!(sqlite_path("sqlite://dray.db").unwrap(), PathBuf::from("dray.db"));
+        assert_eq!(sqlite_path("sqlite:dray.db").unwrap(), PathBuf::from("dray.db"));
+        assert!(matches!(sqlite_path("sqlite::memory:"), Err(Error::Config(_))));
         assert!(matches!(sqlite_path("sqlite://"), Err(Error::Config(_))));
-        assert!(matches!(
-            sqlite_path("sqlite://x.db?mode=ro"),
-            Err(Error::Config(_))
-        ));
+        assert!(matches!(sqlite_path("sqlite://x.db?mode=ro"), Err(Error::Config(_))));
     }
 
     #[tokio::test]
     async fn connections_are_durable_wal_with_foreign_keys() {
         let fixture = Fixture::new().await;
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&fixture.store.writer)
-            .await
-            .unwrap();
+        let mode: String =
+            sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&fixture.store.writer).await.unwrap();
         assert_eq!(mode, "wal");
         // 2 = FULL
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&fixture.store.writer)
-            .await
-            .unwrap();
+        let sync: i64 =
+            sqlx::query_scalar("PRAGMA synchronous").fetch_one(&fixture.store.writer).await.unwrap();
         assert_eq!(sync, 2);
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&fixture.store.writer)
-            .await
-            .unwrap();
+        let fk: i64 =
+            sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&fixture.store.writer).await.unwrap();
         assert_eq!(fk, 1);
-        let write_through_reader = sqlx::query("DELETE FROM audit")
-            .execute(&fixture.store.reader)
-            .await;
+        let write_through_reader = sqlx::query("DELETE FROM audit").execute(&fixture.store.reader).await;
         assert!(write_through_reader.is_err(), "readers must be query_only");
         fixture.finish().await;
     }
@@ -655,13 +548,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         let files = std::fs::read_dir(dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "sql")
-            })
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
             .count();
         assert_eq!(files, migrator().migrations.len());
     }

@@ -1,0 +1,204 @@
+//! Masking of secret values in task output. A [`Masker`] is built from the
+//! values resolved for one task and replaces, in every log line and in the
+//! result message, each value and its common encodings with [`MASK`]:
+//!
+//! - the value itself;
+//! - standard and URL-safe base64, with and without padding (also of the value
+//!   followed by a newline, which is what `echo "$S" | base64` produces);
+//! - percent-encoding with every non-alphanumeric byte encoded, with the RFC 3986
+//!   unreserved characters left alone (what most URL libraries emit), and
+//!   form-style (`application/x-www-form-urlencoded`, space as `+`).
+//!
+//! All occurrences of all needles are located in the original line first and the
+//! covered ranges merged, then replaced in one pass. Replacing needle by needle
+//! could let a shorter needle match across the mask of a longer one or leave a
+//! fragment of an overlapping secret; the range pass makes the guarantee simple:
+//! no needle that contains no `*` survives masking.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::SecretValue;
+
+/// What a secret is replaced with.
+pub const MASK: &str = "**************";
+
+/// RFC 3986 unreserved characters stay literal (`encodeURIComponent`, Python's `quote`).
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Form encoding leaves these literal and turns spaces into `+` (handled separately).
+const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
+
+/// Replaces known secret values (and their encodings) in text.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so that when two needles start at the same place the
+    /// longer one decides the range.
+    needles: Vec<String>,
+}
+
+impl Masker {
+    /// A masker for `values`. Empty values are ignored.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a SecretValue>) -> Self {
+        let mut m = Masker::default();
+        for v in values {
+            m.add(v);
+        }
+        m
+    }
+
+    /// Adds a value (and its encodings).
+    pub fn add(&mut self, value: &SecretValue) {
+        let v = value.expose();
+        if v.is_empty() {
+            return;
+        }
+        let mut with_newline = v.to_string();
+        with_newline.push('\n');
+        let mut candidates = vec![v.to_string()];
+        for raw in [v, with_newline.as_str()] {
+            for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                candidates.push(engine.encode(raw));
+            }
+        }
+        candidates.push(utf8_percent_encode(v, NON_ALPHANUMERIC).to_string());
+        candidates.push(utf8_percent_encode(v, URI_COMPONENT).to_string());
+        candidates.push(
+            v.split(' ').map(|part| utf8_percent_encode(part, FORM).to_string()).collect::<Vec<_>>().join("+"),
+        );
+        for c in candidates {
+            if !c.is_empty() && !self.needles.contains(&c) {
+                self.needles.push(c);
+            }
+        }
+        self.needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    }
+
+    /// True when there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// `text` with every occurrence of every value or encoding replaced by [`MASK`].
+    pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        if self.needles.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for needle in &self.needles {
+            for (start, m) in text.match_indices(needle.as_str()) {
+                ranges.push((start, start + m.len()));
+            }
+        }
+        if ranges.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        ranges.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        let mut i = 0;
+        while i < ranges.len() {
+            let (start, mut end) = ranges[i];
+            i += 1;
+            // Merge every range that overlaps or touches this one.
+            while i < ranges.len() && ranges[i].0 <= end {
+                end = end.max(ranges[i].1);
+                i += 1;
+            }
+            out.push_str(&text[pos..start]);
+            out.push_str(MASK);
+            pos = end;
+        }
+        out.push_str(&text[pos..]);
+        Cow::Owned(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn masker(values: &[&str]) -> Masker {
+        let vs: Vec<SecretValue> = values.iter().map(|v| SecretValue::new(v.to_string())).collect();
+        Masker::new(&vs)
+    }
+
+    #[test]
+    fn masks_plain_values() {
+        let m = masker(&["hunter2"]);
+        assert_eq!(m.mask("pw=hunter2 again hunter2"), format!("pw={MASK} again {MASK}"));
+        assert_eq!(m.mask("nothing here"), "nothing here");
+        assert!(matches!(m.mask("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn masks_common_encodings() {
+        let secret = "p@ss w/rd+?";
+        let m = masker(&[secret]);
+        let encodings = [
+            STANDARD.encode(secret),
+            STANDARD_NO_PAD.encode(secret),
+            URL_SAFE.encode(secret),
+            URL_SAFE_NO_PAD.encode(secret),
+            STANDARD.encode(format!("{secret}\n")),
+            utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
+            "p%40ss%20w%2Frd%2B%3F".to_string(),
+            "p%40ss+w%2Frd%2B%3F".to_string(),
+        ];
+        for e in encodings {
+            let line = format!("x {e} y");
+            assert_eq!(m.mask(&line), format!("x {MASK} y"), "{e}");
+        }
+    }
+
+    #[test]
+    fn longest_value_wins_and_overlaps_merge() {
+        let m = masker(&["abc", "abcdef"]);
+        assert_eq!(m.mask("1abcdef2"), format!("1{MASK}2"));
+        let m = masker(&["abc", "cde"]);
+        assert_eq!(m.mask("xabcdex"), format!("x{MASK}x"));
+        let m = masker(&["aa"]);
+        assert_eq!(m.mask("aaa"), MASK);
+    }
+
+    #[test]
+    fn empty_values_are_ignored() {
+        let m = masker(&["", ""]);
+        assert!(m.is_empty());
+        assert_eq!(m.mask("abc"), "abc");
+    }
+
+    #[test]
+    fn unicode_values_are_masked_on_char_boundaries() {
+        let m = masker(&["clé"]);
+        assert_eq!(m.mask("la clé: clé"), format!("la {MASK}: {MASK}"));
+    }
+
+    proptest! {
+        #[test]
+        fn a_line_containing_the_secret_never_comes_out_containing_it(
+            secret in "[^*]{1,24}",
+            other in "[^*]{0,12}",
+            before in ".{0,40}",
+            after in ".{0,40}",
+        ) {
+            let m = masker(&[&secret, &other]);
+            let line = format!("{before}{secret}{after}");
+            let out = m.mask(&line);
+            prop_assert!(!out.contains(&secret), "{line:?} -> {out:?}");
+            let b64 = format!("{before}{}{after}", STANDARD.encode(&secret));
+            prop_assert!(!m.mask(&b64).contains(&STANDARD.encode(&secret)));
+            let pct = format!("{before}{}{after}", utf8_percent_encode(&secret, NON_ALPHANUMERIC));
+            prop_assert!(!m.mask(&pct).contains(&utf8_percent_encode(&secret, NON_ALPHANUMERIC).to_string()));
+        }
+
+        #[test]
+        fn lines_without_secrets_are_unchanged(line in "[a-z ]{0,60}") {
+            let m = masker(&["S3CRET-VALUE"]);
+            prop_assert_eq!(m.mask(&line), line.clone());
+        }
+    }
+}
