@@ -71,8 +71,11 @@ impl std::fmt::Debug for CertifiedKey {
 
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = OffsetDateTime::now_utc();
-    // Back-date a little so that small clock skew between hosts does not reject a fresh cert.
-    params.not_before = now - time::Duration::minutes(5);
+    // Back-date a little so that small clock skew between hosts does not reject a
+    // fresh cert, but by no more than a tenth of the lifetime: holders schedule
+    // renewal from not_before, so a large back-date would delay it.
+    let skew = (lifetime / 10).min(Duration::from_secs(300));
+    params.not_before = now - time::Duration::try_from(skew).unwrap_or(time::Duration::ZERO);
     params.not_after = now + time::Duration::try_from(lifetime).unwrap_or(time::Duration::DAY);
 }
 
@@ -197,8 +200,9 @@ pub fn not_before_ms(pem: &str) -> Result<i64, Error> {
 }
 
 fn first_cert_der(pem: &str) -> Result<Vec<u8>, Error> {
-    let mut reader = pem.as_bytes();
-    rustls_pemfile::certs(&mut reader)
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
         .ok_or_else(|| Error::InvalidCertificate("no PEM certificate found".into()))?
         .map(|c| c.to_vec())

@@ -333,12 +333,16 @@ impl Engine {
         let unfinished = store.load_unfinished().await?;
         let (mut queued, mut running) = (0, 0);
         for record in unfinished {
-            let next_log_seq = store.last_log_seq(record.id).await? + 1;
-            engine.restore(record, next_log_seq);
-            match engine.tasks.values().last().map(|l| l.lease.state) {
-                Some(TaskState::Running) => running += 1,
+            // Only a task that ran can have logs; queued ones never did.
+            let next_log_seq = match record.state {
+                TaskState::Running => store.last_log_seq(record.id).await? + 1,
+                _ => 1,
+            };
+            match record.state {
+                TaskState::Running => running += 1,
                 _ => queued += 1,
             }
+            engine.restore(record, next_log_seq);
         }
         info!(tasks.queued = queued, tasks.running = running, "Lease engine loaded unfinished tasks.");
         let handle = Handle { tx, events, changes, config };
