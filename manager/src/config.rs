@@ -202,10 +202,10 @@ impl ServerArgs {
             self.delegate_cert_ttl.or(file.delegate_cert_ttl),
             Duration::from_secs(24 * 3600),
         )?;
-        if delegate_cert_ttl < Duration::from_secs(60) {
+        if delegate_cert_ttl < Duration::from_secs(10) {
             return Err(Error::Invalid {
                 option: "delegate-cert-ttl",
-                message: "must be at least 1m".into(),
+                message: "must be at least 10s".into(),
             });
         }
         Ok(Config {

@@ -108,7 +108,7 @@ impl Manager {
 
     /// Starts a manager.
     pub fn start_with(kind: StoreKind, opts: ManagerOpts) -> anyhow::Result<Manager> {
-        let schema = (kind == StoreKind::Postgres).then(|| format!("t_{}", uuid::Uuid::new_v4().simple()));
+        let schema = (kind == StoreKind::Postgres).then(|| format!("t_{}", uuid::Uuid::now_v7().simple()));
         let mut m = Manager {
             dir: tempfile::tempdir()?,
             kind,
@@ -354,7 +354,7 @@ impl Delegate {
     /// Enrols (with a fresh token) and starts a delegate; waits until connected.
     pub fn enrol(m: &Manager, name: &str, opts: DelegateOpts) -> anyhow::Result<Delegate> {
         let token =
-            m.token(&format!("tok-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), &[])?;
+            m.token(&format!("tok-{name}-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]), &[])?;
         let mut d = Self::with_token(m, name, &token, opts)?;
         d.spawn()?;
         d.wait_connected(1)?;
@@ -535,7 +535,13 @@ pub fn store_dump(m: &Manager) -> anyhow::Result<Vec<u8>> {
         }
         StoreKind::Postgres => {
             let schema = m.schema.as_deref().context("no schema")?;
-            let out = Command::new("pg_dump").arg(pg_url()).args(["--data-only", "-n", schema]).output()?;
+            // Escape format keeps printable bytes of BYTEA columns readable, so a
+            // value inside an encoded spec is found too.
+            let out = Command::new("pg_dump")
+                .env("PGOPTIONS", "-c bytea_output=escape")
+                .arg(pg_url())
+                .args(["--data-only", "-n", schema])
+                .output()?;
             if !out.status.success() {
                 bail!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
             }

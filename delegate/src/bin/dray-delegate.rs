@@ -1,2 +1,130 @@
-//! dray-delegate.
-fn main() {}
+//! `dray-delegate`: the Dray delegate agent.
+//!
+//! `dray-delegate run --manager https://host:7443 --ca-file ca.pem --token T`
+//! enrols on first run (state in `--state-dir`), then keeps a session to the
+//! manager and runs the tasks it leases. SIGTERM/SIGINT drain it. Every flag
+//! has a `DRAY_*` environment variable and a key in the `--config` TOML file;
+//! a flag beats the environment, which beats the file. Exit codes: 0 after a
+//! drain, 1 when the delegate cannot continue, 2 for bad flags or config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use dray_delegate::config::{ConfigError, Options};
+use tracing::error;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dray-delegate",
+    version,
+    about = "The Dray delegate: leases tasks from the manager and runs them."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol if needed, connect to the manager and run tasks until stopped.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Manager URL, e.g. https://127.0.0.1:7443 [env: DRAY_MANAGER]
+    #[arg(long, value_name = "URL")]
+    manager: Option<String>,
+    /// The manager's CA certificate (PEM) [env: DRAY_CA_FILE]
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// One-time enrolment token, needed on the first run only [env: DRAY_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Delegate name [env: DRAY_NAME] [default: the hostname]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Comma-separated tags tasks can select [env: DRAY_TAGS]
+    #[arg(long, value_name = "a,b", value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+    /// Where the key and certificate live [env: DRAY_STATE_DIR] [default: ./dray-delegate-state]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Tasks run at once [env: DRAY_CAPACITY] [default: 4]
+    #[arg(long, value_name = "N")]
+    capacity: Option<u32>,
+    /// How long a drain waits for running tasks, e.g. 30s, 2m [env: DRAY_DRAIN_GRACE] [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    drain_grace: Option<Duration>,
+    /// TOML file with any of the settings above (keys like `ca-file`)
+    #[arg(long, value_name = "FILE", env = "DRAY_CONFIG", hide_env_values = true)]
+    config: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1h 30m)"))
+}
+
+impl RunArgs {
+    fn options(&self) -> Options {
+        Options {
+            manager: self.manager.clone(),
+            ca_file: self.ca_file.clone(),
+            token: self.token.clone(),
+            name: self.name.clone(),
+            tags: self.tags.as_ref().map(|t| dray_delegate::config::split_tags(&t.join(","))),
+            state_dir: self.state_dir.clone(),
+            capacity: self.capacity,
+            drain_grace: self.drain_grace,
+        }
+    }
+
+    fn config(&self) -> Result<dray_delegate::config::Config, ConfigError> {
+        let file = self.config.as_deref().map(Options::from_file).transpose()?;
+        let env = Options::from_env(|k| std::env::var(k).ok())?;
+        Options::resolve(self.options(), env, file, hostname)
+    }
+}
+
+fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+}
+
+fn main() -> ExitCode {
+    // clap prints its own errors and exits with code 2 on bad flags.
+    let cli = Cli::parse();
+    dray_shared::telemetry::init("info");
+    let Command::Run(args) = cli.command;
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            error!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<dray_delegate::Error>().map_or(1, dray_delegate::Error::exit_code);
+            // Library errors already spell out their causes in their message, so
+            // the plain form; the alternate form would repeat every cause.
+            error!("{e}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(config: dray_delegate::config::Config) -> anyhow::Result<()> {
+    // One thread: the delegate mostly waits on the network and child processes,
+    // and a single-threaded runtime keeps idle memory small. The blocking pool
+    // (file secrets, temp-dir removal, DNS) is capped for the same reason.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(dray_delegate::run(config))?;
+    Ok(())
+}

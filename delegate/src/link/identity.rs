@@ -131,7 +131,12 @@ pub struct Identity {
 
 impl Identity {
     /// Builds an identity, reading the validity window out of `cert_pem`.
-    pub fn new(record: IdentityRecord, cert_pem: String, key: KeyPem, origin: &Path) -> Result<Self, IdentityError> {
+    pub fn new(
+        record: IdentityRecord,
+        cert_pem: String,
+        key: KeyPem,
+        origin: &Path,
+    ) -> Result<Self, IdentityError> {
         let bad = |source| IdentityError::Certificate { path: origin.to_path_buf(), source };
         let not_before_ms = pki::not_before_ms(&cert_pem).map_err(bad)?;
         let not_after_ms = pki::not_after_ms(&cert_pem).map_err(bad)?;
@@ -190,11 +195,17 @@ impl StateDir {
             Err(source) => return Err(IdentityError::Io { action: "read", path: cert_path, source }),
         };
         let key_path = self.file("key.pem");
-        let key = std::fs::read_to_string(&key_path)
-            .map_err(|source| IdentityError::Io { action: "read", path: key_path, source })?;
+        let key = std::fs::read_to_string(&key_path).map_err(|source| IdentityError::Io {
+            action: "read",
+            path: key_path,
+            source,
+        })?;
         let id_path = self.file("identity.json");
-        let text = std::fs::read_to_string(&id_path)
-            .map_err(|source| IdentityError::Io { action: "read", path: id_path.clone(), source })?;
+        let text = std::fs::read_to_string(&id_path).map_err(|source| IdentityError::Io {
+            action: "read",
+            path: id_path.clone(),
+            source,
+        })?;
         let record: IdentityRecord = serde_json::from_str(&text)
             .map_err(|e| IdentityError::Malformed { path: id_path, reason: e.to_string() })?;
         Identity::new(record, cert_pem, KeyPem::new(key), &cert_path).map(Some)
@@ -208,8 +219,10 @@ impl StateDir {
             .create(&self.root)
             .map_err(|source| IdentityError::Io { action: "create", path: self.root.clone(), source })?;
         write_private(&self.file("key.pem"), identity.key.expose().as_bytes())?;
-        let json = serde_json::to_string_pretty(&identity.record)
-            .map_err(|e| IdentityError::Malformed { path: self.file("identity.json"), reason: e.to_string() })?;
+        let json = serde_json::to_string_pretty(&identity.record).map_err(|e| IdentityError::Malformed {
+            path: self.file("identity.json"),
+            reason: e.to_string(),
+        })?;
         write_private(&self.file("identity.json"), json.as_bytes())?;
         write_private(&self.cert_path(), identity.cert_pem.as_bytes())
     }
@@ -225,7 +238,10 @@ impl StateDir {
 /// rename over the target.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let tmp = path.with_extension("tmp");
-    let io = |action, p: &Path| move |source| IdentityError::Io { action, path: p.to_path_buf(), source };
+    let io = |action: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| IdentityError::Io { action, path, source }
+    };
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

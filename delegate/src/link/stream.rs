@@ -9,11 +9,17 @@
 //! lose every lease. The outbox keeps two queues: control (unbounded, small by
 //! construction: a handful of messages per lease) and logs (bounded by bytes).
 //! The gRPC body pulls from [`Outbox::next`], which always prefers control, so
-//! a control message waits for at most the one log batch already handed to the
+//! a control message waits only behind log data already handed to the
 //! transport. A full log queue blocks only log producers ([`Outbox::log_space`]).
+//! An unsent heartbeat is refreshed in place rather than queued twice.
 //!
 //! One exception keeps per-task order: a task's result is never sent before that
 //! task's own queued logs, so the manager never sees output after a final result.
+//!
+//! Heartbeats list every held lease (running, or result not yet accepted), but
+//! a lease whose result is already on the wire in this session is left out of
+//! later heartbeats: the manager reads the stream in order and has finished the
+//! lease by then, so renewing it would only draw a stale-lease refusal.
 //!
 //! Control messages belong to one session: they are dropped while no session is
 //! open and cleared when a new one begins (credits restart from Hello, results
@@ -21,14 +27,16 @@
 //! disconnected a full log queue sheds its oldest batches instead of blocking
 //! tasks, and the loss is reported as a system line in the task's log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dray_shared::pb::delegate_message::Msg;
 use dray_shared::pb::delegate_service_client::DelegateServiceClient;
 use dray_shared::pb::manager_message;
-use dray_shared::pb::{DelegateMessage, Heartbeat, Hello, LeaseRef, LogLine, LogStream, ManagerMessage, TaskLogs, Welcome};
+use dray_shared::pb::{
+    DelegateMessage, Heartbeat, Hello, LeaseRef, LogLine, LogStream, ManagerMessage, TaskLogs, Welcome,
+};
 use futures::Stream;
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::transport::Channel;
@@ -56,6 +64,8 @@ struct State {
     log_bytes: usize,
     /// Lines shed while disconnected, per lease, reported with its next batch.
     shed: HashMap<(String, u64), u64>,
+    /// Results handed to the transport in this session (see `trim_heartbeat`).
+    results_sent: HashSet<(String, u64)>,
 }
 
 /// Outbound queue of one delegate, shared by the runner, tasks and the session.
@@ -110,6 +120,7 @@ impl Outbox {
             s.generation += 1;
             s.open = true;
             s.control.clear();
+            s.results_sent.clear();
             s.control.push_back(DelegateMessage { msg: Some(Msg::Hello(hello)) });
             s.generation
         };
@@ -140,6 +151,17 @@ impl Outbox {
             let mut s = self.lock();
             if !s.open {
                 debug!(message = msg_name(&msg), "No session; dropping control message.");
+                return;
+            }
+            // A heartbeat still waiting to go out is refreshed rather than
+            // joined by another, so a stalled stream cannot pile them up.
+            if let Msg::Heartbeat(hb) = &msg
+                && let Some(queued) = s.control.iter_mut().find_map(|m| match &mut m.msg {
+                    Some(Msg::Heartbeat(q)) => Some(q),
+                    _ => None,
+                })
+            {
+                *queued = hb.clone();
                 return;
             }
             s.control.push_back(DelegateMessage { msg: Some(msg) });
@@ -231,18 +253,41 @@ impl Outbox {
     /// The priority rule, on the queues alone.
     fn pop(s: &mut State) -> Option<DelegateMessage> {
         if let Some(front) = s.control.front() {
-            let Some((task, epoch)) = is_result_for(front) else {
-                return s.control.pop_front();
-            };
-            // A result goes after its own task's queued logs.
-            let Some(i) = s.logs.iter().position(|b| b.task_id == task && b.epoch == epoch) else {
-                return s.control.pop_front();
-            };
-            let batch = s.logs.remove(i)?;
-            return Some(Self::take_log(s, batch));
+            if let Some((task, epoch)) = is_result_for(front)
+                && let Some(i) = s.logs.iter().position(|b| b.task_id == task && b.epoch == epoch)
+            {
+                // A result goes after its own task's queued logs.
+                let batch = s.logs.remove(i)?;
+                return Some(Self::take_log(s, batch));
+            }
+            let mut msg = s.control.pop_front()?;
+            match &mut msg.msg {
+                Some(Msg::Result(r)) => {
+                    s.results_sent.insert((r.task_id.clone(), r.epoch));
+                }
+                Some(Msg::Heartbeat(hb)) => Self::trim_heartbeat(s, hb),
+                _ => {}
+            }
+            return Some(msg);
         }
         let batch = s.logs.pop_front()?;
         Some(Self::take_log(s, batch))
+    }
+
+    /// Drops from a heartbeat the leases whose result already went out on this
+    /// session. The manager reads the stream in order, so it has the result
+    /// (and has finished the lease) before it reads this heartbeat; renewing
+    /// such a lease would only earn a "lease not held" refusal. Until the
+    /// result is on the wire, the lease is renewed like any other.
+    fn trim_heartbeat(s: &mut State, hb: &mut Heartbeat) {
+        if s.results_sent.is_empty() {
+            return;
+        }
+        let listed: HashSet<(String, u64)> = hb.leases.iter().map(|l| (l.task_id.clone(), l.epoch)).collect();
+        hb.leases.retain(|l| !s.results_sent.contains(&(l.task_id.clone(), l.epoch)));
+        // A lease missing from a heartbeat built after its result was sent has
+        // been accepted or refused: it will never be listed again.
+        s.results_sent.retain(|k| listed.contains(k));
     }
 
     fn take_log(s: &mut State, mut batch: TaskLogs) -> DelegateMessage {
@@ -262,11 +307,29 @@ impl Outbox {
     }
 
     /// The request body of session `generation`.
-    pub fn outbound(self: &Arc<Self>, generation: u64) -> impl Stream<Item = DelegateMessage> + Send + 'static {
+    pub fn outbound(
+        self: &Arc<Self>,
+        generation: u64,
+    ) -> impl Stream<Item = DelegateMessage> + Send + 'static {
         futures::stream::unfold(Arc::clone(self), move |outbox| async move {
             let m = outbox.next(generation).await?;
             Some((m, outbox))
         })
+    }
+
+    /// Waits until everything queued for the open session has been handed to
+    /// the transport (or no session is open). Used before a clean exit so the
+    /// last control messages (Draining, results) are not lost with the process.
+    pub async fn flushed(&self) {
+        loop {
+            {
+                let s = self.lock();
+                if !s.open || (s.control.is_empty() && s.logs.is_empty()) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Queued log bytes (for tests and diagnostics).
@@ -323,7 +386,17 @@ fn classify(status: tonic::Status, welcomed: bool) -> SessionEnd {
     if is_refusal(&status) {
         SessionEnd::Refused(status)
     } else {
-        SessionEnd::Retry { reason: format!("{}: {}", status.code(), status.message()), welcomed }
+        let mut reason = format!("{}: {}", status.code(), status.message());
+        let mut cause = std::error::Error::source(&status);
+        while let Some(c) = cause {
+            let msg = c.to_string();
+            if !reason.contains(&msg) {
+                reason.push_str(": ");
+                reason.push_str(&msg);
+            }
+            cause = c.source();
+        }
+        SessionEnd::Retry { reason, welcomed }
     }
 }
 
@@ -366,35 +439,39 @@ pub(crate) struct Established {
 }
 
 /// Opens a session: asks the runner for Hello (it queues it in the outbox),
-/// opens the stream and waits for Welcome.
-pub(crate) async fn open(parts: &SessionParts<'_>) -> Result<Established, SessionEnd> {
+/// opens the stream and waits for Welcome. On failure returns the generation
+/// that was begun (0 if none) so the caller can end it.
+pub(crate) async fn open(parts: &SessionParts<'_>) -> Result<Established, (u64, SessionEnd)> {
     let (reply, hello_queued) = tokio::sync::oneshot::channel();
     if parts.events.send(LinkEvent::Connecting { reply }).await.is_err() {
-        return Err(SessionEnd::RunnerGone);
+        return Err((0, SessionEnd::RunnerGone));
     }
-    let generation = hello_queued.await.map_err(|_| SessionEnd::RunnerGone)?;
-    let mut client = DelegateServiceClient::new(parts.channel.clone());
-    let opened = client.session(tonic::Request::new(parts.outbox.outbound(generation))).await;
-    let end = |e: SessionEnd| {
-        parts.outbox.end_session(generation);
-        e
+    let generation = hello_queued.await.map_err(|_| (0, SessionEnd::RunnerGone))?;
+    let fail = |e: SessionEnd| (generation, e);
+    let no_welcome = || {
+        let reason = format!("no Welcome from the manager within {}s", WELCOME_TIMEOUT.as_secs());
+        fail(SessionEnd::Retry { reason, welcomed: false })
     };
-    let mut inbound = opened.map_err(|s| end(classify(s, false)))?.into_inner();
-    let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await;
+    // One deadline for the response headers and the Welcome: a manager that
+    // accepts the connection but never answers must not hold the link forever.
+    let deadline = tokio::time::Instant::now() + WELCOME_TIMEOUT;
+    let mut client = DelegateServiceClient::new(parts.channel.clone());
+    let opened = tokio::time::timeout_at(deadline, client.session(parts.outbox.outbound(generation)))
+        .await
+        .map_err(|_| no_welcome())?;
+    let mut inbound = opened.map_err(|s| fail(classify(s, false)))?.into_inner();
+    let first = tokio::time::timeout_at(deadline, inbound.message()).await;
     let welcome = match first {
-        Err(_) => {
-            return Err(end(SessionEnd::Retry { reason: "no Welcome from the manager in 30s".into(), welcomed: false }));
-        }
-        Ok(Err(status)) => return Err(end(classify(status, false))),
+        Err(_) => return Err(no_welcome()),
+        Ok(Err(status)) => return Err(fail(classify(status, false))),
         Ok(Ok(None)) => {
-            return Err(end(SessionEnd::Retry { reason: "manager closed the stream before Welcome".into(), welcomed: false }));
+            let reason = "manager closed the stream before Welcome".to_string();
+            return Err(fail(SessionEnd::Retry { reason, welcomed: false }));
         }
         Ok(Ok(Some(ManagerMessage { msg: Some(manager_message::Msg::Welcome(w)) }))) => w,
         Ok(Ok(Some(other))) => {
-            return Err(end(SessionEnd::Retry {
-                reason: format!("expected Welcome as the first message, got {other:?}"),
-                welcomed: false,
-            }));
+            let reason = format!("expected Welcome as the first message, got {other:?}");
+            return Err(fail(SessionEnd::Retry { reason, welcomed: false }));
         }
     };
     let every = match welcome.heartbeat_interval_ms {
@@ -409,25 +486,21 @@ pub(crate) async fn open(parts: &SessionParts<'_>) -> Result<Established, Sessio
         );
     }
     if parts.events.send(LinkEvent::Welcomed { generation, welcome: welcome.clone() }).await.is_err() {
-        return Err(end(SessionEnd::RunnerGone));
+        return Err(fail(SessionEnd::RunnerGone));
     }
     let hb = tokio::spawn(heartbeats(Arc::clone(parts.outbox), parts.held.clone(), every));
     Ok(Established { generation, welcome, inbound, _heartbeats: AbortOnDrop(hb) })
 }
 
 impl Established {
-    /// The next inbound message, forwarded to the runner; `Err` ends the session.
-    pub(crate) async fn pump_one(&mut self, events: &mpsc::Sender<LinkEvent>) -> Result<(), SessionEnd> {
+    /// The next inbound message. Cancel-safe (nothing is lost if dropped), so
+    /// it can race the renewal timer; `Err` ends the session.
+    pub(crate) async fn next_message(&mut self) -> Result<Option<manager_message::Msg>, SessionEnd> {
         match self.inbound.message().await {
-            Ok(Some(ManagerMessage { msg: Some(msg) })) => events
-                .send(LinkEvent::Inbound { generation: self.generation, msg })
-                .await
-                .map_err(|_| SessionEnd::RunnerGone),
-            Ok(Some(ManagerMessage { msg: None })) => {
-                debug!("Ignoring an empty manager message.");
-                Ok(())
+            Ok(Some(ManagerMessage { msg })) => Ok(msg),
+            Ok(None) => {
+                Err(SessionEnd::Retry { reason: "manager closed the session".into(), welcomed: true })
             }
-            Ok(None) => Err(SessionEnd::Retry { reason: "manager closed the session".into(), welcomed: true }),
             Err(status) => Err(classify(status, true)),
         }
     }
@@ -484,6 +557,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn heartbeats_after_a_sent_result_do_not_renew_its_lease() {
+        let o = Outbox::new(1 << 20);
+        let g = o.begin_session(Hello::default());
+        let lease = |t: &str| LeaseRef { task_id: t.into(), epoch: 1 };
+        let hb = |ts: &[&str]| Msg::Heartbeat(Heartbeat { leases: ts.iter().map(|t| lease(t)).collect() });
+        o.push_logs(logs("a", 1));
+        // Queued before the result: renews "a" (the result is not on the wire yet).
+        o.push_control(hb(&["a", "b"]));
+        o.push_control(result("a"));
+        // Built after the result, while "a" is still awaiting ResultAccepted.
+        o.push_control(hb(&["a", "b"]));
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(o.next(g).await.unwrap().msg.unwrap());
+        }
+        let leases = |m: &Msg| match m {
+            Msg::Heartbeat(h) => h.leases.iter().map(|l| l.task_id.clone()).collect::<Vec<_>>(),
+            _ => vec![],
+        };
+        assert_eq!(leases(&seen[1]), ["a", "b"]);
+        assert!(matches!(seen[2], Msg::Logs(_)) && matches!(seen[3], Msg::Result(_)));
+        assert_eq!(leases(&seen[4]), ["b"]);
+        // After a reconnect the result is sent again, so the lease is renewed until then.
+        let g = o.begin_session(Hello::default());
+        o.push_control(hb(&["a", "b"]));
+        assert_eq!(o.next(g).await.unwrap().msg.map(|m| msg_name(&m)), Some("hello"));
+        assert_eq!(leases(&o.next(g).await.unwrap().msg.unwrap()), ["a", "b"]);
+    }
+
+    #[tokio::test]
     async fn a_full_log_queue_blocks_producers_but_not_heartbeats() {
         let o = Outbox::new(200);
         let g = o.begin_session(Hello::default());
@@ -491,7 +594,12 @@ mod tests {
         let blocked = tokio::time::timeout(Duration::from_millis(50), o.log_space()).await;
         assert!(blocked.is_err(), "producer must wait while the log queue is full");
         o.push_control(Msg::Heartbeat(Heartbeat::default()));
-        assert_eq!(drain(&o, g, 2).await, ["hello", "heartbeat"]);
+        o.push_control(Msg::Heartbeat(Heartbeat::default()));
+        assert_eq!(
+            drain(&o, g, 2).await,
+            ["hello", "heartbeat"],
+            "an unsent heartbeat is refreshed, not doubled"
+        );
         // Sending the log batch frees space.
         assert_eq!(drain(&o, g, 1).await, ["logs:a"]);
         tokio::time::timeout(Duration::from_millis(50), o.log_space()).await.unwrap();
@@ -522,7 +630,11 @@ mod tests {
         let g = o.begin_session(Hello::default());
         assert_eq!(drain(&o, g, 1).await, ["hello"]);
         let Some(Msg::Logs(first)) = o.next(g).await.unwrap().msg else { panic!("logs expected") };
-        assert!(first.lines[0].text.contains("dropped while the delegate was disconnected"), "{:?}", first.lines[0]);
+        assert!(
+            first.lines[0].text.contains("dropped while the delegate was disconnected"),
+            "{:?}",
+            first.lines[0]
+        );
         assert_eq!(first.lines[0].stream, LogStream::System as i32);
     }
 

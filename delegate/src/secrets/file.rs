@@ -11,16 +11,21 @@ pub const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads the secret stored in `path`.
 pub async fn read(path: &Path) -> Result<SecretValue, SecretError> {
-    let unreadable = |e: std::io::Error| SecretError::FileUnreadable { path: path.to_path_buf(), reason: e.to_string() };
+    let unreadable =
+        |e: std::io::Error| SecretError::FileUnreadable { path: path.to_path_buf(), reason: e.to_string() };
     let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
     if !meta.is_file() {
-        return Err(SecretError::FileUnreadable { path: path.to_path_buf(), reason: "not a regular file".into() });
+        return Err(SecretError::FileUnreadable {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
     }
     if meta.len() > MAX_SECRET_FILE_BYTES {
         return Err(SecretError::FileTooLarge { path: path.to_path_buf(), max: MAX_SECRET_FILE_BYTES });
     }
     let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
-    let mut text = String::from_utf8(bytes).map_err(|_| SecretError::FileNotUnicode { path: path.to_path_buf() })?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| SecretError::FileNotUnicode { path: path.to_path_buf() })?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

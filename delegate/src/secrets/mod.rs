@@ -149,13 +149,12 @@ impl SecretStore {
                 resolved.values.insert(f.secret.clone(), value);
             }
         }
-        let out = secret_ref::substitute(text, |r| {
+        secret_ref::substitute(text, |r| {
             // Every reference was resolved just above, so the lookup cannot miss;
             // an empty string is the harmless answer if it somehow did.
             Ok::<_, SecretError>(resolved.values.get(r).map(|v| v.expose().to_string()).unwrap_or_default())
         })
-        .map_err(|source| SecretError::Malformed { field: field.to_string(), source })?;
-        out
+        .map_err(|source| SecretError::Malformed { field: field.to_string(), source })?
     }
 }
 
@@ -212,15 +211,10 @@ mod tests {
     #[tokio::test]
     async fn resolution_errors_name_the_reference_not_the_value() {
         let s = store();
-        let e = s
-            .check_text("env.X", r#"<+secrets.getValue("env:NOPE_NOT_SET")>"#)
-            .await
-            .unwrap_err();
+        let e = s.check_text("env.X", r#"<+secrets.getValue("env:NOPE_NOT_SET")>"#).await.unwrap_err();
         assert_eq!(e.to_string(), "secret env:NOPE_NOT_SET is not set on this delegate");
-        let e = s
-            .check_text("script", r#"<+secrets.getValue("file:/definitely/not/here")>"#)
-            .await
-            .unwrap_err();
+        let e =
+            s.check_text("script", r#"<+secrets.getValue("file:/definitely/not/here")>"#).await.unwrap_err();
         assert!(
             e.to_string().starts_with("secret file:/definitely/not/here cannot be read on this delegate"),
             "{e}"
@@ -228,7 +222,9 @@ mod tests {
         let e = s.check_text("script", "<+secrets.getValue(env:X)>").await.unwrap_err();
         assert!(e.to_string().starts_with("in script: bad secret reference at offset 0"), "{e}");
         let mut r = Resolved::default();
-        assert!(s.substitute("script", "echo <+secrets.getValue(\"env:NOPE_NOT_SET\")>", &mut r).await.is_err());
+        assert!(
+            s.substitute("script", "echo <+secrets.getValue(\"env:NOPE_NOT_SET\")>", &mut r).await.is_err()
+        );
         assert!(r.is_empty());
     }
 }
