@@ -134,6 +134,19 @@ async fn throughput(kind: StoreKind, tasks: usize, delegates: usize, capacity: u
     })
     .await?;
     let elapsed = started.elapsed();
+    // How much each durable commit carried: with group commit one flush serves many transitions.
+    let metric = |name: &str| -> f64 {
+        m.http("/metrics")
+            .and_then(|(_, b)| b.lines().find(|l| l.starts_with(name))?.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (commits, rows) = (metric("dray_store_commit_rows_count"), metric("dray_store_commit_rows_sum"));
+    let commit_secs = metric("dray_store_commit_seconds_sum");
+    println!(
+        "commits store={store} commits={commits} task_rows_per_commit={:.0} mean_commit={:.2}ms",
+        rows / commits.max(1.0),
+        commit_secs * 1000.0 / commits.max(1.0)
+    );
     let lat = latencies(&mut c, total.min(10_000) as usize).await?;
     println!(
         "dispatch store={store} tasks={done} delegates={delegates} throughput={:.0}/s p50={}ms p99={}ms",

@@ -17,7 +17,7 @@ use super::{
 };
 
 // Column lists as macros rather than consts so `concat!` can build `&'static str`
-// statements from them (sqlx only takes literal SQL without `AssertSqlSafe`).
+// statements from them .
 
 /// Columns of `tasks`, in the order every statement binds and selects them.
 macro_rules! task_columns {
@@ -216,7 +216,7 @@ pub(super) fn tags_json(id: DelegateId, tags: &[String]) -> Result<String> {
 pub(super) fn db_error(e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::Database(db) => match db.kind() {
-            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::ExclusionViolation => {
+            ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation => {
                 Error::Conflict { what: conflict_subject(db.as_ref()) }
             }
             _ => Error::Unavailable(Box::new(sqlx::Error::Database(db))),

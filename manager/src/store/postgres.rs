@@ -15,7 +15,6 @@ use prost::Message;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use super::common::{
     TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
@@ -37,13 +36,20 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Schema migrations, embedded. Versions follow the file-name prefix, as sqlx's
 /// own directory convention would read them.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
+    // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
+    Migrator {
+        migrations: std::borrow::Cow::Owned(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into(),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
 }
 
 /// The PostgreSQL-backed [`Store`].
@@ -73,7 +79,7 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         if let Some(schema) = schema {
-            let created = sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+            let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
                 .execute(&pool)
                 .await
                 .map_err(db_error);
@@ -587,7 +593,7 @@ mod tests {
         async fn finish(self) {
             self.store.pool.close().await;
             let mut conn = PgConnection::connect(&server_url()).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.schema)))
+            sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
                 .execute(&mut conn)
                 .await
                 .unwrap();

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::common::{
     TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
@@ -45,13 +45,20 @@ const READERS: u32 = 4;
 /// Schema migrations, embedded. Versions follow the file-name prefix, as sqlx's
 /// own directory convention would read them.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
+    // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
+    Migrator {
+        migrations: std::borrow::Cow::Owned(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into(),
+            false,
+        )]),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
 }
 
 /// The SQLite-backed [`Store`].
@@ -286,7 +293,7 @@ impl Store for SqliteStore {
             concat!("SELECT ", task_columns!(), " FROM tasks WHERE state IN ({}) ORDER BY created_ms, id"),
             states
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.reader).await.map_err(db_error)?;
+        let rows = sqlx::query(&sql).fetch_all(&self.reader).await.map_err(db_error)?;
         rows.iter().map(task_from_row).collect()
     }
 
