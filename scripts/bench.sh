@@ -7,3 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins
 cargo bench -p dray-tests --bench dispatch
+BENCH_STREAMS=${BENCH_STREAMS:-5000} cargo bench -p dray-tests --bench streams

@@ -157,7 +157,18 @@ impl Manager {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        let mut cmd = Command::new(bin("dray"));
+        // `DRAY_TEST_WRAP="valgrind --tool=massif"` runs the manager under a profiler.
+        let wrap: Vec<String> = std::env::var("DRAY_TEST_WRAP")
+            .map(|w| w.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("dray"));
+                c
+            }
+            None => Command::new(bin("dray")),
+        };
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -205,6 +216,11 @@ impl Manager {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
         self.spawn()
+    }
+
+    /// PID of the running manager.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Admin API token.
@@ -286,7 +302,17 @@ impl Manager {
 
 impl Drop for Manager {
     fn drop(&mut self) {
-        self.kill9();
+        // SIGTERM first (a profiler wrapping the manager writes its report on a
+        // clean exit), SIGKILL if it does not stop in time.
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5).mul_f64(patience());
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         if let Some(schema) = &self.schema {
             let _ = Command::new("psql")
                 .arg(pg_url())

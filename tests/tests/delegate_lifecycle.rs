@@ -7,7 +7,8 @@ use dray_tests::*;
 
 #[test]
 fn renews_its_certificate_before_expiry() -> anyhow::Result<()> {
-    let mut m = Manager::start_with(StoreKind::Sqlite, ManagerOpts { cert_ttl: "12s", ..Default::default() })?;
+    let mut m =
+        Manager::start_with(StoreKind::Sqlite, ManagerOpts { cert_ttl: "12s", ..Default::default() })?;
     let d = Delegate::enrol(&m, "renewer", DelegateOpts::default())?;
     let first = std::fs::read_to_string(d.state_dir().join("cert.pem"))?;
     wait_for("a renewed certificate", Duration::from_secs(20), || {
