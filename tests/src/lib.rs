@@ -194,10 +194,10 @@ impl Manager {
         self.child = Some(child);
         let port = self.http_port;
         wait_for("manager /readyz", Duration::from_secs(30), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Some(Err(anyhow::anyhow!("manager exited with {status}:\n{}", self.log())));
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some(Err(anyhow::anyhow!("manager exited with {status}:\n{}", self.log())));
             }
             (http_get(port, "/readyz").map(|(code, _)| code) == Some(200)).then_some(Ok(()))
         })??;
@@ -453,10 +453,10 @@ impl Delegate {
     /// Waits until the log shows `n` established sessions in total.
     pub fn wait_connected(&mut self, n: usize) -> anyhow::Result<()> {
         wait_for(&format!("delegate {} to connect", self.name), Duration::from_secs(20), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Some(Err(anyhow::anyhow!("delegate exited with {status}:\n{}", self.log())));
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some(Err(anyhow::anyhow!("delegate exited with {status}:\n{}", self.log())));
             }
             (self.log().matches("Delegate connected").count() >= n).then_some(Ok(()))
         })?

@@ -36,7 +36,7 @@ both_stores!(kill9_delegate_mid_task, |kind| -> anyhow::Result<()> {
 
 both_stores!(frozen_delegate_result_is_refused, |kind| -> anyhow::Result<()> {
     let m = Manager::start(kind)?;
-    let mut d = Delegate::enrol(&m, "sleepy", DelegateOpts::default())?;
+    let d = Delegate::enrol(&m, "sleepy", DelegateOpts::default())?;
     let id = m.run_task("sleep 2; echo finished-late", &[])?;
     m.wait_state(&id, &["running"], Duration::from_secs(20))?;
     let epoch = m.task(&id)?["epoch"].as_u64().unwrap_or_default();

@@ -531,10 +531,16 @@ mod tests {
         }
     }
 
+    /// The next message, failing the test instead of hanging when there is none.
+    async fn pop(o: &Outbox, g: u64) -> Msg {
+        let next = tokio::time::timeout(Duration::from_secs(2), o.next(g)).await;
+        next.expect("a queued message").expect("session open").msg.expect("a message body")
+    }
+
     async fn drain(o: &Outbox, g: u64, n: usize) -> Vec<String> {
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(kind(&o.next(g).await.unwrap()));
+            out.push(kind(&DelegateMessage { msg: Some(pop(o, g).await) }));
         }
         out
     }
@@ -562,28 +568,25 @@ mod tests {
         let g = o.begin_session(Hello::default());
         let lease = |t: &str| LeaseRef { task_id: t.into(), epoch: 1 };
         let hb = |ts: &[&str]| Msg::Heartbeat(Heartbeat { leases: ts.iter().map(|t| lease(t)).collect() });
+        let leases = |m: Msg| match m {
+            Msg::Heartbeat(h) => h.leases.into_iter().map(|l| l.task_id).collect::<Vec<_>>(),
+            other => panic!("heartbeat expected, got {}", msg_name(&other)),
+        };
         o.push_logs(logs("a", 1));
         // Queued before the result: renews "a" (the result is not on the wire yet).
         o.push_control(hb(&["a", "b"]));
         o.push_control(result("a"));
-        // Built after the result, while "a" is still awaiting ResultAccepted.
+        assert_eq!(drain(&o, g, 1).await, ["hello"]);
+        assert_eq!(leases(pop(&o, g).await), ["a", "b"]);
+        assert_eq!(drain(&o, g, 2).await, ["logs:a", "result:a"]);
+        // Built after the result went out, while "a" still awaits ResultAccepted.
         o.push_control(hb(&["a", "b"]));
-        let mut seen = Vec::new();
-        for _ in 0..5 {
-            seen.push(o.next(g).await.unwrap().msg.unwrap());
-        }
-        let leases = |m: &Msg| match m {
-            Msg::Heartbeat(h) => h.leases.iter().map(|l| l.task_id.clone()).collect::<Vec<_>>(),
-            _ => vec![],
-        };
-        assert_eq!(leases(&seen[1]), ["a", "b"]);
-        assert!(matches!(seen[2], Msg::Logs(_)) && matches!(seen[3], Msg::Result(_)));
-        assert_eq!(leases(&seen[4]), ["b"]);
+        assert_eq!(leases(pop(&o, g).await), ["b"]);
         // After a reconnect the result is sent again, so the lease is renewed until then.
         let g = o.begin_session(Hello::default());
         o.push_control(hb(&["a", "b"]));
-        assert_eq!(o.next(g).await.unwrap().msg.map(|m| msg_name(&m)), Some("hello"));
-        assert_eq!(leases(&o.next(g).await.unwrap().msg.unwrap()), ["a", "b"]);
+        assert_eq!(drain(&o, g, 1).await, ["hello"]);
+        assert_eq!(leases(pop(&o, g).await), ["a", "b"]);
     }
 
     #[tokio::test]
@@ -629,7 +632,7 @@ mod tests {
         assert!(o.queued_log_bytes() <= 300 + batch_bytes(&logs("a", 5)));
         let g = o.begin_session(Hello::default());
         assert_eq!(drain(&o, g, 1).await, ["hello"]);
-        let Some(Msg::Logs(first)) = o.next(g).await.unwrap().msg else { panic!("logs expected") };
+        let Msg::Logs(first) = pop(&o, g).await else { panic!("logs expected") };
         assert!(
             first.lines[0].text.contains("dropped while the delegate was disconnected"),
             "{:?}",
