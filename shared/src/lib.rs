@@ -5,6 +5,7 @@
 //! the delegate link this crate, and the manager must never pull in a target SDK.
 
 pub mod clock;
+pub mod codec;
 pub mod ids;
 pub mod pb;
 pub mod pki;

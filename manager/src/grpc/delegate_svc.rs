@@ -13,7 +13,7 @@ use dray_shared::clock::now_ms;
 use dray_shared::pb::{self, delegate_service_server::DelegateService};
 use dray_shared::pki::{self, Authority, PeerIdentity};
 use dray_shared::{DelegateId, pki::not_after_ms};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -184,6 +184,6 @@ impl DelegateService for DelegateSvc {
             }
             engine.detach(delegate, session).await;
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx).map(|m| *m))))
     }
 }

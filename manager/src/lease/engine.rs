@@ -71,7 +71,9 @@ impl EngineConfig {
 }
 
 /// Outbound half of a delegate session.
-pub type SessionTx = mpsc::UnboundedSender<Result<pb::ManagerMessage, Status>>;
+/// Messages are boxed: the channel allocates its slots in blocks of 32, and an
+/// idle session should not hold 32 inline `ManagerMessage`s' worth of memory.
+pub type SessionTx = mpsc::UnboundedSender<Box<Result<pb::ManagerMessage, Status>>>;
 
 /// A delegate's session as the gRPC layer hands it over.
 #[derive(Debug)]
@@ -466,9 +468,9 @@ impl Engine {
             }
             Command::Revoke { delegate, reply } => {
                 if let Some(&i) = self.index.get(&delegate) {
-                    let _ = self.sessions[i].tx.send(Err(Status::permission_denied(format!(
+                    let _ = self.sessions[i].tx.send(Box::new(Err(Status::permission_denied(format!(
                         "delegate {delegate} has been revoked"
-                    ))));
+                    )))));
                     self.remove_session(delegate);
                 }
                 for id in self.held_by(delegate) {
@@ -524,7 +526,8 @@ impl Engine {
         let delegate = a.delegate;
         if self.index.contains_key(&delegate) {
             if let Some(&i) = self.index.get(&delegate) {
-                let _ = self.sessions[i].tx.send(Err(Status::aborted("superseded by a newer session")));
+                let _ =
+                    self.sessions[i].tx.send(Box::new(Err(Status::aborted("superseded by a newer session"))));
             }
             self.remove_session(delegate);
         }
@@ -537,7 +540,9 @@ impl Engine {
             heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
             lease_ttl_ms: self.config.ttl_ms() as u64,
         };
-        let _ = a.tx.send(Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::Welcome(welcome)) }));
+        let _ = a
+            .tx
+            .send(Box::new(Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::Welcome(welcome)) })));
         self.names.insert(delegate, a.name.clone());
         self.index.insert(delegate, self.sessions.len());
         self.sessions.push(Session { session: a.session, capacity, since_ms: self.now, tx: a.tx });
@@ -1033,7 +1038,7 @@ impl Engine {
             match a {
                 After::Send(to, msg) => {
                     if let Some(&i) = self.index.get(&to) {
-                        let _ = self.sessions[i].tx.send(Ok(pb::ManagerMessage { msg: Some(msg) }));
+                        let _ = self.sessions[i].tx.send(Box::new(Ok(pb::ManagerMessage { msg: Some(msg) })));
                     }
                 }
                 After::Publish(e) => {
