@@ -186,10 +186,18 @@ impl Book {
         self.leases.is_empty()
     }
 
-    /// Offers and acks die with their session: nothing ran for them, and the
-    /// manager requeues them when the session drops.
+    /// Offers still being checked die with their session: no ack went out, and
+    /// the manager requeues them when the session drops. Acked offers survive:
+    /// the manager may have made the lease durable with the grant lost in
+    /// transit, so the next Hello lists them and the manager either grants
+    /// again or refuses.
     fn forget_offers(&mut self) {
-        self.leases.retain(|_, p| matches!(p, Phase::Running | Phase::Done(_)));
+        self.leases.retain(|_, p| matches!(p, Phase::Running | Phase::Done(_) | Phase::Acked(_)));
+    }
+
+    /// Offers acknowledged whose grant never came.
+    pub fn acked(&self) -> Vec<LeaseRef> {
+        self.leases.iter().filter(|(_, p)| matches!(p, Phase::Acked(_))).map(|(k, _)| k.to_ref()).collect()
     }
 
     /// A new session: the Hello to send first. Credits restart from it.
@@ -197,8 +205,9 @@ impl Book {
         self.forget_offers();
         self.link = LinkState::Hello;
         let held = self.held();
-        self.free = self.capacity.saturating_sub(held.len() as u32);
-        Hello { version: version.to_string(), tags: tags.to_vec(), capacity: self.capacity, held }
+        let acked = self.acked();
+        self.free = self.capacity.saturating_sub((held.len() + acked.len()) as u32);
+        Hello { version: version.to_string(), tags: tags.to_vec(), capacity: self.capacity, held, acked }
     }
 
     /// Welcome arrived: repeat what the manager must hear again on a new session.
@@ -929,14 +938,16 @@ mod tests {
         want.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         assert_eq!(held, want);
         assert_eq!((hello.capacity, hello.tags.as_slice()), (4, ["linux".to_string()].as_slice()));
-        assert_eq!(b.free(), 2, "capacity minus held");
+        assert_eq!(hello.acked, vec![acked.to_ref()], "an ack whose grant never came is listed");
+        assert_eq!(b.free(), 1, "capacity minus held minus acked");
         // ...and the result goes out after Welcome.
         let w = b.welcome();
         assert!(matches!(&w[..], [Action::Send(Msg::Result(r))] if r.task_id == done.task.to_string()));
-        // Offers of the old session are gone; late events about them do nothing.
+        // Offers still in their check are gone; a late check does nothing.
         assert!(b.check_done(checking, Ok(())).is_empty());
-        assert!(b.on_message(granted(acked)).is_empty());
-        assert_eq!(b.len(), 2);
+        // The acked offer starts when the manager grants it again.
+        assert!(matches!(&b.on_message(granted(acked))[..], [Action::Start { .. }]));
+        assert_eq!(b.len(), 3);
     }
 
     #[test]
@@ -1082,7 +1093,7 @@ mod tests {
                     Op::Reconnect => {
                         b.session_lost();
                         let hello = b.hello(VERSION, &[]);
-                        manager_credits = capacity as i64 - hello.held.len() as i64;
+                        manager_credits = capacity as i64 - (hello.held.len() + hello.acked.len()) as i64;
                         b.welcome()
                     }
                     Op::Drain => b.drain(),

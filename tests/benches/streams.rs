@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                     let ch = ep?.connect().await?;
                     let mut c = DelegateServiceClient::new(ch);
                     let (tx, rx) = tokio::sync::mpsc::channel(4);
-                    let hello = pb::Hello { version: "bench".into(), tags: vec![], capacity: 1, held: vec![] };
+                    let hello = pb::Hello { version: "bench".into(), tags: vec![], capacity: 1, ..Default::default() };
                     tx.send(pb::DelegateMessage { msg: Some(Msg::Hello(hello)) }).await?;
                     let mut inbound =
                         c.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();

@@ -12,7 +12,12 @@ use tonic::Code;
 
 fn hello() -> pb::DelegateMessage {
     pb::DelegateMessage {
-        msg: Some(Msg::Hello(pb::Hello { version: "test".into(), tags: vec![], capacity: 4, held: vec![] })),
+        msg: Some(Msg::Hello(pb::Hello {
+            version: "test".into(),
+            tags: vec![],
+            capacity: 4,
+            ..Default::default()
+        })),
     }
 }
 

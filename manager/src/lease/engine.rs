@@ -531,10 +531,13 @@ impl Engine {
             }
             self.remove_session(delegate);
         }
-        let held: HashMap<TaskId, Epoch> =
-            a.hello.held.iter().filter_map(|l| Some((l.task_id.parse().ok()?, Epoch(l.epoch)))).collect();
+        let refs = |v: &[pb::LeaseRef]| -> HashMap<TaskId, Epoch> {
+            v.iter().filter_map(|l| Some((l.task_id.parse().ok()?, Epoch(l.epoch)))).collect()
+        };
+        let held = refs(&a.hello.held);
+        let acked = refs(&a.hello.acked);
         let capacity = a.hello.capacity.max(1);
-        let credits = capacity.saturating_sub(held.len() as u32);
+        let credits = capacity.saturating_sub((held.len() + acked.len()) as u32);
         let welcome = pb::Welcome {
             delegate_id: delegate.to_string(),
             heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
@@ -556,14 +559,20 @@ impl Engine {
         });
         self.free_credits += u64::from(credits);
         self.metrics.delegates_connected.inc();
-        info!(delegate.id = %delegate, capacity, held = held.len(), "Delegate attached.");
+        info!(delegate.id = %delegate, capacity, held = held.len(), acked = acked.len(), "Delegate attached.");
 
         // Reconcile what it says it holds with what we think it holds.
         for id in self.held_by(delegate) {
             let ttl_ms = self.config.ttl_ms();
-            let _ = self.apply(id, Event::Reattach { by: delegate, held: held.get(&id).copied(), ttl_ms });
+            let event = Event::Reattach {
+                by: delegate,
+                held: held.get(&id).copied(),
+                acked: acked.get(&id).copied(),
+                ttl_ms,
+            };
+            let _ = self.apply(id, event);
         }
-        for (id, epoch) in held {
+        for (id, epoch) in held.into_iter().chain(acked) {
             let ours = self
                 .tasks
                 .get(&id)

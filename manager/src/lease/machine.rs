@@ -131,12 +131,16 @@ pub enum Event {
         /// That delegate.
         delegate: DelegateId,
     },
-    /// The delegate reconnected; `held` is the epoch it says it holds for this task, if any.
+    /// The delegate reconnected; `held` is the epoch it says it holds (running or
+    /// finished) for this task, `acked` the epoch it acknowledged but never got
+    /// the grant for, if any.
     Reattach {
         /// The delegate.
         by: DelegateId,
         /// What it holds.
         held: Option<Epoch>,
+        /// What it acknowledged but never started.
+        acked: Option<Epoch>,
         /// Lease TTL.
         ttl_ms: i64,
     },
@@ -383,27 +387,55 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             effects.push(publish(LeaseEventKind::Renewed, Some(*by), *epoch, String::new()));
             false
         }
-        (S::Running, Event::Reattach { by, held, ttl_ms }) if lease.delegate == Some(*by) => match held {
-            Some(e) if *e == lease.epoch => {
-                next.deadline_ms = now + ttl_ms;
-                effects.push(publish(LeaseEventKind::Renewed, Some(*by), lease.epoch, "reattached".into()));
-                false
-            }
-            _ => {
-                lose(&mut next, now, "delegate reconnected without this lease (it restarted)");
-                effects.push(publish(LeaseEventKind::Lost, Some(*by), lease.epoch, next.reason.clone()));
-                if let Some(e) = held {
+        (S::Running, Event::Reattach { by, held, acked, ttl_ms }) if lease.delegate == Some(*by) => {
+            match (held, acked) {
+                (Some(e), _) if *e == lease.epoch => {
+                    next.deadline_ms = now + ttl_ms;
+                    effects.push(publish(
+                        LeaseEventKind::Renewed,
+                        Some(*by),
+                        lease.epoch,
+                        "reattached".into(),
+                    ));
+                    false
+                }
+                (_, Some(e)) if *e == lease.epoch => {
+                    // The grant was lost with the old session: the delegate never
+                    // started, so granting again is the first and only start.
+                    next.deadline_ms = now + ttl_ms;
                     effects.push(Effect::Send {
                         to: *by,
-                        epoch: *e,
-                        msg: Message::Refused {
-                            reason: format!("stale epoch {e}, current is {}", lease.epoch),
-                        },
+                        epoch: lease.epoch,
+                        msg: Message::Granted { expires_ms: next.deadline_ms },
                     });
+                    effects.push(Effect::Timer {
+                        at_ms: next.deadline_ms,
+                        event: Event::LeaseCheck { epoch: lease.epoch },
+                    });
+                    effects.push(publish(
+                        LeaseEventKind::Renewed,
+                        Some(*by),
+                        lease.epoch,
+                        "grant re-sent".into(),
+                    ));
+                    false
                 }
-                true
+                _ => {
+                    lose(&mut next, now, "delegate reconnected without this lease (it restarted)");
+                    effects.push(publish(LeaseEventKind::Lost, Some(*by), lease.epoch, next.reason.clone()));
+                    if let Some(e) = held.or(*acked) {
+                        effects.push(Effect::Send {
+                            to: *by,
+                            epoch: e,
+                            msg: Message::Refused {
+                                reason: format!("stale epoch {e}, current is {}", lease.epoch),
+                            },
+                        });
+                    }
+                    true
+                }
             }
-        },
+        }
         (S::Running, Event::Finish { by, epoch, outcome }) => {
             holder(lease, *by, *epoch)?;
             next.state = if lease.cancel_requested || outcome.cancelled {
@@ -638,11 +670,28 @@ mod tests {
     fn reattach_without_the_lease_loses_it() {
         let d = DelegateId::new();
         let l = running(d);
-        let t = step(&l, Event::Reattach { by: d, held: None, ttl_ms: TTL }, 50).unwrap();
+        let t = step(&l, Event::Reattach { by: d, held: None, acked: None, ttl_ms: TTL }, 50).unwrap();
         assert_eq!(t.next.state, TaskState::Lost);
-        let t = step(&l, Event::Reattach { by: d, held: Some(l.epoch), ttl_ms: TTL }, 50).unwrap();
+        let t =
+            step(&l, Event::Reattach { by: d, held: Some(l.epoch), acked: None, ttl_ms: TTL }, 50).unwrap();
         assert_eq!(t.next.state, TaskState::Running);
         assert_eq!(t.next.deadline_ms, 1050);
+        assert!(t.effects.iter().all(|e| !matches!(e, Effect::Send { .. })), "nothing to re-send");
+    }
+
+    #[test]
+    fn reattach_with_an_ungranted_ack_gets_the_grant_again() {
+        let d = DelegateId::new();
+        let l = running(d);
+        let t =
+            step(&l, Event::Reattach { by: d, held: None, acked: Some(l.epoch), ttl_ms: TTL }, 50).unwrap();
+        assert_eq!(t.next.state, TaskState::Running, "it never started: not lost");
+        assert!(!t.persist);
+        assert!(matches!(t.effects[0], Effect::Send { msg: Message::Granted { expires_ms: 1050 }, .. }));
+        // An ack for an older epoch is no excuse.
+        let t =
+            step(&l, Event::Reattach { by: d, held: None, acked: Some(Epoch(0)), ttl_ms: TTL }, 50).unwrap();
+        assert_eq!(t.next.state, TaskState::Lost);
     }
 
     fn arb_event(ds: [DelegateId; 2]) -> impl Strategy<Value = Event> {
