@@ -4,7 +4,8 @@
 //!
 //! - the value itself;
 //! - standard and URL-safe base64, with and without padding (also of the value
-//!   followed by a newline, which is what `echo "$S" | base64` produces);
+//!   followed by a newline, which is what `echo "$S" | base64` produces), and
+//!   for long values each 76- and 64-column line of the wrapped encoding;
 //! - percent-encoding with every non-alphanumeric byte encoded, with the RFC 3986
 //!   unreserved characters left alone (what most URL libraries emit), and
 //!   form-style (`application/x-www-form-urlencoded`, space as `+`).
@@ -60,7 +61,18 @@ impl Masker {
         let mut candidates = vec![v.to_string()];
         for raw in [v, with_newline.as_str()] {
             for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
-                candidates.push(engine.encode(raw));
+                let encoded = engine.encode(raw);
+                // `base64` (coreutils) and PEM wrap at 76 and 64 columns: a long
+                // value's encoding arrives split over lines, so mask each wrapped line.
+                for width in [76, 64] {
+                    if encoded.len() > width {
+                        // A very short tail would mask unrelated text all over the log.
+                        for chunk in encoded.as_bytes().chunks(width).filter(|c| c.len() >= 8) {
+                            candidates.push(String::from_utf8_lossy(chunk).into_owned());
+                        }
+                    }
+                }
+                candidates.push(encoded);
             }
         }
         candidates.push(utf8_percent_encode(v, NON_ALPHANUMERIC).to_string());
@@ -202,6 +214,23 @@ mod tests {
         fn lines_without_secrets_are_unchanged(line in "[a-z ]{0,60}") {
             let m = masker(&["S3CRET-VALUE"]);
             prop_assert_eq!(m.mask(&line), line.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod wrapped_tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_base64_of_a_long_secret_is_masked() {
+        let secret = "a-very-long-secret-value-that-needs-more-than-seventy-six-base64-chars!!";
+        let m = Masker::new([&SecretValue::new(secret.to_string())]);
+        let encoded = STANDARD.encode(format!("{secret}\n"));
+        for line in encoded.as_bytes().chunks(76) {
+            let line = String::from_utf8_lossy(line);
+            let out = m.mask(&line);
+            assert!(!out.contains(line.as_ref()), "{line} survived as {out}");
         }
     }
 }
