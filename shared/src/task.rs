@@ -123,6 +123,12 @@ pub fn validate(spec: &pb::TaskSpec) -> Result<TaskParams, InvalidTaskSpec> {
             reason: "a project needs an organisation".into(),
         });
     }
+    const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
+    for (field, v) in [("timeout_ms", spec.timeout_ms), ("queue_timeout_ms", spec.queue_timeout_ms)] {
+        if v > MAX_MS {
+            return Err(InvalidTaskSpec::Field { field, reason: format!("{v} ms is more than a year") });
+        }
+    }
     if !spec.delegate_id.is_empty() {
         spec.delegate_id
             .parse::<crate::DelegateId>()
@@ -179,6 +185,8 @@ mod tests {
         let mut s = spec("noop", "");
         s.selectors = vec!["a b".into()];
         assert!(validate(&s).is_err());
+        let s = pb::TaskSpec { queue_timeout_ms: u64::MAX, ..spec("noop", "") };
+        assert!(validate(&s).unwrap_err().to_string().contains("queue_timeout_ms"));
     }
 
     #[test]

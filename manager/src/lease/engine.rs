@@ -33,6 +33,9 @@ use super::offer::{self, Candidate};
 use crate::metrics::Metrics;
 use crate::store::{self, AuditRecord, Batch, LogRecord, Store, TaskRecord, TaskWrite};
 
+/// Most queued tasks one dispatch pass looks at.
+const MAX_SCAN: usize = 10_000;
+
 /// Timing knobs of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -262,6 +265,7 @@ enum After {
     Reply(oneshot::Sender<Vec<TaskId>>, Vec<TaskId>),
     Changed(TaskId),
     Finished(TaskId),
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// The engine itself; see the module docs.
@@ -283,7 +287,12 @@ pub struct Engine {
     sessions: Vec<Session>,
     index: HashMap<DelegateId, usize>,
     names: HashMap<DelegateId, String>,
+    revoked: HashSet<DelegateId>,
     free_credits: u64,
+    /// Where the next dispatch scan starts (see [`Engine::dispatch`]).
+    scan_from: u64,
+    /// Queued tasks looked at since a pass last placed one.
+    unproductive: usize,
 
     waiters: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
     staged: HashMap<TaskId, TaskWrite>,
@@ -321,7 +330,10 @@ impl Engine {
             sessions: Vec::new(),
             index: HashMap::new(),
             names: HashMap::new(),
+            revoked: HashSet::new(),
             free_credits: 0,
+            scan_from: 0,
+            unproductive: 0,
             waiters: HashMap::new(),
             staged: HashMap::new(),
             logs: Vec::new(),
@@ -330,6 +342,9 @@ impl Engine {
             now: now_ms(),
         };
         for d in store.list_delegates().await? {
+            if d.revoked {
+                engine.revoked.insert(d.id);
+            }
             engine.names.insert(d.id, d.name);
         }
         let unfinished = store.load_unfinished().await?;
@@ -415,6 +430,8 @@ impl Engine {
                     None => return Ok(()),
                 },
                 _ = sleep => {}
+                // A dispatch pass was cut short: carry on without waiting.
+                _ = std::future::ready(()), if self.scan_from != 0 => {}
             }
             let mut taken = 1;
             while taken < self.config.max_batch {
@@ -452,7 +469,10 @@ impl Engine {
                         CancelOutcome::Cancelled
                     }
                 };
-                let _ = reply.send(outcome);
+                // Answer after the commit: the caller reads the store next.
+                self.then(move || {
+                    let _ = reply.send(outcome);
+                });
             }
             Command::Attach(a) => self.attach(*a),
             Command::Inbound { delegate, session, msg } => {
@@ -467,6 +487,7 @@ impl Engine {
                 }
             }
             Command::Revoke { delegate, reply } => {
+                self.revoked.insert(delegate);
                 if let Some(&i) = self.index.get(&delegate) {
                     let _ = self.sessions[i].tx.send(Box::new(Err(Status::permission_denied(format!(
                         "delegate {delegate} has been revoked"
@@ -476,7 +497,9 @@ impl Engine {
                 for id in self.held_by(delegate) {
                     let _ = self.apply(id, Event::Revoked { delegate });
                 }
-                let _ = reply.send(());
+                self.then(move || {
+                    let _ = reply.send(());
+                });
             }
             Command::Wait { id, reply } => {
                 let rx = self.tasks.contains_key(&id).then(|| {
@@ -484,12 +507,21 @@ impl Engine {
                     self.waiters.entry(id).or_default().push(tx);
                     rx
                 });
-                let _ = reply.send(rx);
+                // "Not live" may mean "finished in this very turn": answer after the
+                // commit so the caller's store read sees it.
+                self.then(move || {
+                    let _ = reply.send(rx);
+                });
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
         }
+    }
+
+    /// Runs `f` after this turn's commit.
+    fn then(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after.push(After::Then(Box::new(f)));
     }
 
     fn submit(&mut self, mut spec: pb::TaskSpec) -> TaskId {
@@ -500,7 +532,7 @@ impl Engine {
         let queue_timeout = if spec.queue_timeout_ms == 0 {
             self.config.queue_timeout.as_millis() as i64
         } else {
-            spec.queue_timeout_ms as i64
+            i64::try_from(spec.queue_timeout_ms).unwrap_or(i64::MAX)
         };
         let queue_seq = self.next_queue_seq;
         self.next_queue_seq += 1;
@@ -510,7 +542,7 @@ impl Engine {
             version: 0,
             created_ms: self.now,
             queue_seq,
-            queue_deadline_ms: self.now + queue_timeout,
+            queue_deadline_ms: self.now.saturating_add(queue_timeout),
             next_log_seq: 1,
         };
         self.arm(live.queue_deadline_ms, id, TimerKind::Queue);
@@ -524,6 +556,14 @@ impl Engine {
 
     fn attach(&mut self, a: Attach) {
         let delegate = a.delegate;
+        // The session RPC checked the store, but a revocation may have landed
+        // while it waited for Hello.
+        if self.revoked.contains(&delegate) {
+            let _ = a.tx.send(Box::new(Err(Status::permission_denied(format!(
+                "delegate {delegate} has been revoked"
+            )))));
+            return;
+        }
         if self.index.contains_key(&delegate) {
             if let Some(&i) = self.index.get(&delegate) {
                 let _ =
@@ -623,7 +663,7 @@ impl Engine {
                     let cap = self.sessions[i].capacity;
                     let cand = &mut self.candidates[i];
                     let before = cand.credits;
-                    cand.credits = (cand.credits + c.free).min(cap);
+                    cand.credits = cand.credits.saturating_add(c.free).min(cap);
                     if !cand.draining {
                         self.free_credits += u64::from(cand.credits - before);
                     }
@@ -800,7 +840,11 @@ impl Engine {
                 }
                 Effect::Requeue => {
                     if let Some(live) = self.tasks.get(&id) {
-                        self.queue.insert(live.queue_seq, id);
+                        let (seq, deadline) = (live.queue_seq, live.queue_deadline_ms);
+                        self.queue.insert(seq, id);
+                        // The queue timer may have fired (and been dropped) while the
+                        // task was offered; the task must still expire on time.
+                        self.arm(deadline.max(self.now), id, TimerKind::Queue);
                     }
                 }
             }
@@ -936,40 +980,64 @@ impl Engine {
     }
 
     /// Offers queued tasks, oldest first, while any delegate has a free slot.
+    ///
+    /// One turn looks at no more than [`MAX_SCAN`] queued tasks. When it stops
+    /// there, the next turn resumes after the last task it looked at (wrapping
+    /// around), so a long run of tasks nobody can take at the head of the queue
+    /// cannot starve placeable tasks behind it.
     fn dispatch(&mut self) {
         if self.free_credits == 0 || self.queue.is_empty() {
+            self.scan_from = 0;
+            self.unproductive = 0;
             return;
         }
         let ack_ms = self.config.offer_timeout.as_millis() as i64;
-        let mut skipped = Vec::new();
-        while self.free_credits > 0 {
-            let Some((seq, id)) = self.queue.pop_first() else { break };
-            let Some(live) = self.tasks.get(&id) else { continue };
+        let start = self.scan_from;
+        let (mut from, mut wrapped, mut scanned, mut placed) = (start, false, 0, false);
+        while self.free_credits > 0 && scanned < MAX_SCAN {
+            let (seq, id) = match self.queue.range(from..).next().map(|(s, id)| (*s, *id)) {
+                Some((seq, _)) if wrapped && seq >= start => break,
+                Some(next) => next,
+                None if !wrapped && start > 0 => {
+                    (wrapped, from) = (true, 0);
+                    continue;
+                }
+                None => break,
+            };
+            from = seq + 1;
+            scanned += 1;
+            let Some(live) = self.tasks.get(&id) else {
+                self.queue.remove(&seq);
+                continue;
+            };
             if live.lease.state != TaskState::Queued {
+                self.queue.remove(&seq);
                 continue;
             }
             if self.now >= live.queue_deadline_ms {
+                self.queue.remove(&seq);
                 let explanation = self.explain(id);
                 let _ = self.apply(id, Event::QueueTimeout { explanation });
                 continue;
             }
-            match offer::choose(&live.spec, &live.lease.declined, &self.candidates) {
-                Some(i) => {
-                    let to = self.candidates[i].id;
-                    self.candidates[i].credits -= 1;
-                    self.free_credits -= 1;
-                    let _ = self.apply(id, Event::Offer { to, ack_ms });
-                }
-                None => {
-                    skipped.push((seq, id));
-                    // Bound the work of one turn when the head of the queue cannot be placed.
-                    if skipped.len() >= 10_000 {
-                        break;
-                    }
-                }
+            if let Some(i) = offer::choose(&live.spec, &live.lease.declined, &self.candidates) {
+                self.queue.remove(&seq);
+                let to = self.candidates[i].id;
+                self.candidates[i].credits -= 1;
+                self.free_credits -= 1;
+                placed = true;
+                let _ = self.apply(id, Event::Offer { to, ack_ms });
             }
         }
-        self.queue.extend(skipped);
+        // Cut short: come back at once (without waiting for an event) to look at
+        // the rest, until one whole lap of the queue has placed nothing.
+        self.unproductive = if placed { 0 } else { self.unproductive + scanned };
+        if scanned >= MAX_SCAN && self.unproductive < self.queue.len() {
+            self.scan_from = from;
+        } else {
+            self.scan_from = 0;
+            self.unproductive = 0;
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -1061,6 +1129,7 @@ impl Engine {
                         let _ = self.changes.send(id);
                     }
                 }
+                After::Then(f) => f(),
                 After::Finished(id) => {
                     if let Some(ws) = self.waiters.remove(&id) {
                         for w in ws {
@@ -1071,5 +1140,90 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine against a real SQLite store and an in-memory session (no sockets).
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn engine() -> (Handle, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+        store.migrate().await.unwrap();
+        let (engine, handle) =
+            Engine::start(store, EngineConfig::default(), Arc::new(Metrics::new())).await.unwrap();
+        tokio::spawn(engine.run());
+        (handle, dir)
+    }
+
+    fn noop(pinned: Option<DelegateId>) -> pb::TaskSpec {
+        pb::TaskSpec {
+            kind: "noop".into(),
+            scope: Some(pb::Scope { account: "default".into(), ..Default::default() }),
+            delegate_id: pinned.map(|d| d.to_string()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    async fn attach(
+        h: &Handle,
+        capacity: u32,
+    ) -> (DelegateId, mpsc::UnboundedReceiver<Box<Result<pb::ManagerMessage, Status>>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let delegate = DelegateId::new();
+        let hello = pb::Hello { version: "t".into(), capacity, ..Default::default() };
+        let scope = pb::Scope { account: "default".into(), ..Default::default() };
+        h.attach(Attach { delegate, session: 1, name: "d".into(), scope, hello, tx }).await.unwrap();
+        (delegate, rx)
+    }
+
+    async fn next_offer(
+        rx: &mut mpsc::UnboundedReceiver<Box<Result<pb::ManagerMessage, Status>>>,
+    ) -> pb::Offer {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            if let Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::Offer(o)) }) = *m {
+                return o;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unplaceable_head_of_queue_does_not_starve_the_rest() {
+        let (h, _dir) = engine().await;
+        // More tasks than one dispatch pass looks at, all pinned to a delegate that never comes.
+        let absent = DelegateId::new();
+        h.submit((0..MAX_SCAN + 500).map(|_| noop(Some(absent))).collect()).await.unwrap();
+        let placeable = h.submit(vec![noop(None)]).await.unwrap()[0];
+        let (_d, mut rx) = attach(&h, 1).await;
+        let offer = next_offer(&mut rx).await;
+        assert_eq!(offer.task_id, placeable.to_string());
+    }
+
+    #[tokio::test]
+    async fn offers_only_after_the_queue_row_is_durable_and_acks_grant() {
+        let (h, _dir) = engine().await;
+        let (d, mut rx) = attach(&h, 2).await;
+        let id = h.submit(vec![noop(None)]).await.unwrap()[0];
+        let offer = next_offer(&mut rx).await;
+        assert_eq!(offer.task_id, id.to_string());
+        assert_eq!(offer.epoch, 1);
+        let ack = pb::delegate_message::Msg::Ack(pb::OfferAck { task_id: id.to_string(), epoch: 1 });
+        h.inbound(d, 1, ack).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            if let Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::Granted(g)) }) = *m {
+                assert_eq!((g.task_id, g.epoch), (id.to_string(), 1));
+                break;
+            }
+        }
+        let snap = h.snapshot().await.unwrap();
+        assert_eq!(snap.leases.len(), 1);
+        assert_eq!(snap.leases[0].state, TaskState::Running as i32);
     }
 }

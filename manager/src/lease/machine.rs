@@ -366,7 +366,10 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
         }
         (S::Offered, Event::SessionLost { delegate }) if lease.delegate == Some(*delegate) => {
             // Nothing ran: work only starts on a grant, which comes after an ack.
-            requeue(&mut next, *delegate, "disconnected before acknowledging".into());
+            // Not counted as a decline: a network blip says nothing about whether
+            // this delegate can run the task (a pinned task could never run again).
+            next.state = S::Queued;
+            next.delegate = None;
             effects.push(publish(
                 LeaseEventKind::OfferExpired,
                 Some(*delegate),
@@ -391,6 +394,10 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             match (held, acked) {
                 (Some(e), _) if *e == lease.epoch => {
                     next.deadline_ms = now + ttl_ms;
+                    if lease.cancel_requested {
+                        // The cancel may have been sent while it was disconnected.
+                        effects.push(Effect::Send { to: *by, epoch: lease.epoch, msg: Message::Cancel });
+                    }
                     effects.push(publish(
                         LeaseEventKind::Renewed,
                         Some(*by),
@@ -488,9 +495,8 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             true
         }
         (S::Running, Event::Cancel) => {
-            if lease.cancel_requested {
-                return Ok(Transition { next, persist: false, effects });
-            }
+            // Repeated cancels re-send the request (the first may have gone to a
+            // session that was already gone); delegates ignore duplicates.
             next.cancel_requested = true;
             if let Some(d) = lease.delegate {
                 effects.push(Effect::Send { to: d, epoch: lease.epoch, msg: Message::Cancel });
