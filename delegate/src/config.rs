@@ -96,6 +96,9 @@ pub struct Options {
     /// How long a drain waits for running tasks.
     #[serde(default, alias = "drain_grace", deserialize_with = "duration_from_toml")]
     pub drain_grace: Option<Duration>,
+    /// Address of the health endpoint (`/healthz`, `/readyz`); off when unset.
+    #[serde(alias = "http_addr")]
+    pub http_addr: Option<String>,
 }
 
 fn tags_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -169,6 +172,7 @@ impl Options {
             state_dir: get("DRAY_STATE_DIR").map(PathBuf::from),
             capacity,
             drain_grace,
+            http_addr: get("DRAY_HTTP_ADDR"),
         })
     }
 
@@ -183,6 +187,7 @@ impl Options {
             state_dir: self.state_dir.or(lower.state_dir),
             capacity: self.capacity.or(lower.capacity),
             drain_grace: self.drain_grace.or(lower.drain_grace),
+            http_addr: self.http_addr.or(lower.http_addr),
         }
     }
 
@@ -248,6 +253,12 @@ impl Options {
             ));
         }
         let token = self.token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).map(Token);
+        let http_addr = match self.http_addr {
+            None => None,
+            Some(a) => Some(a.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid("health endpoint address", &a, "expected an address like 127.0.0.1:7081")
+            })?),
+        };
         Ok(Config {
             manager,
             ca_file,
@@ -257,6 +268,7 @@ impl Options {
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             capacity,
             drain_grace: self.drain_grace.unwrap_or(DEFAULT_DRAIN_GRACE),
+            http_addr,
         })
     }
 }
@@ -300,6 +312,8 @@ pub struct Config {
     pub capacity: u32,
     /// How long a drain waits for running tasks before stopping them.
     pub drain_grace: Duration,
+    /// Health endpoint address, if any.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {

@@ -15,6 +15,7 @@
 //! sends references.
 
 pub mod config;
+pub mod health;
 pub mod lease;
 pub mod link;
 pub mod runner;
@@ -53,6 +54,15 @@ pub enum Error {
     /// The runner could not start.
     #[error(transparent)]
     Runner(RunnerError),
+    /// The health endpoint's address could not be bound.
+    #[error("cannot listen on {addr} for the health endpoint: {source}")]
+    Health {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<RunnerError> for Error {
@@ -78,6 +88,20 @@ impl Error {
 pub async fn run(config: Config) -> Result<(), Error> {
     dray_shared::tls::install_crypto_provider();
     let ca_pem = config.read_ca()?;
+    // Bound before enrolment so liveness probes answer from the start.
+    let health = match config.http_addr {
+        Some(addr) => {
+            let l =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Health { addr, source })?;
+            info!(http_addr = %addr, "Serving /healthz and /readyz.");
+            Some(l)
+        }
+        None => None,
+    };
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    if let Some(l) = health {
+        tokio::spawn(health::serve(l, ready_rx));
+    }
     let state = StateDir::new(&config.state_dir);
     let identity = match state.load()? {
         Some(id) => {
@@ -138,6 +162,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Targets::builtin(),
         Arc::new(SecretStore::from_process()),
     );
+    // Readiness follows the session from here on.
+    let mut session_up = runner.readiness();
+    tokio::spawn(async move {
+        while session_up.changed().await.is_ok() {
+            let up = *session_up.borrow();
+            ready_tx.send_replace(up);
+        }
+    });
     let (events_tx, events_rx) = mpsc::channel(64);
     let link =
         Link { manager: config.manager.clone(), ca_pem, state, identity, outbox, events: events_tx, held };

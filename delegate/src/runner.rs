@@ -433,6 +433,7 @@ pub struct Runner {
     tasks_rx: mpsc::Receiver<TaskEvent>,
     running: HashMap<LeaseKey, StopHandle>,
     held_tx: watch::Sender<Vec<LeaseRef>>,
+    ready_tx: watch::Sender<bool>,
     generation: u64,
     grace_expired: bool,
     published_held: u64,
@@ -467,11 +468,17 @@ impl Runner {
             tasks_rx,
             running: HashMap::new(),
             held_tx,
+            ready_tx: watch::channel(false).0,
             generation: 0,
             grace_expired: false,
             published_held: 0,
         };
         (runner, held_rx)
+    }
+
+    /// True while a session with the manager is up (for the health endpoint).
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready_tx.subscribe()
     }
 
     /// Runs until drained (Ok) or the link fails for good.
@@ -567,6 +574,7 @@ impl Runner {
     fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Connecting { reply } => {
+                self.ready_tx.send_replace(false);
                 self.book.session_lost();
                 let hello = self.book.hello(VERSION, &self.cfg.tags);
                 debug!(held = hello.held.len(), credits = self.book.free(), "Opening a session.");
@@ -574,6 +582,7 @@ impl Runner {
                 let _ = reply.send(self.generation);
             }
             LinkEvent::Welcomed { generation, .. } if generation == self.generation => {
+                self.ready_tx.send_replace(true);
                 let actions = self.book.welcome();
                 self.perform(actions);
             }
@@ -583,6 +592,7 @@ impl Runner {
                 self.perform(actions);
             }
             LinkEvent::Lost { generation } if generation == self.generation => {
+                self.ready_tx.send_replace(false);
                 self.book.session_lost();
                 if !self.running.is_empty() {
                     info!(tasks.running = self.running.len(), "Session lost; tasks keep running.");

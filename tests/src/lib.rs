@@ -336,7 +336,9 @@ fn clear_dray_env(cmd: &mut Command) {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    // One write: a request split over segments is a needless race with the server.
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -355,11 +357,13 @@ pub struct DelegateOpts {
     pub env: Vec<(String, String)>,
     /// `--drain-grace`.
     pub drain_grace: &'static str,
+    /// `--http-addr 127.0.0.1:PORT` when set.
+    pub http_port: Option<u16>,
 }
 
 impl Default for DelegateOpts {
     fn default() -> Self {
-        DelegateOpts { tags: vec![], capacity: 4, env: vec![], drain_grace: "10s" }
+        DelegateOpts { tags: vec![], capacity: 4, env: vec![], drain_grace: "10s", http_port: None }
     }
 }
 
@@ -438,6 +442,9 @@ impl Delegate {
         }
         if let Some(t) = &self.token {
             cmd.arg("--token").arg(t);
+        }
+        if let Some(port) = self.opts.http_port {
+            cmd.arg("--http-addr").arg(format!("127.0.0.1:{port}"));
         }
         for (k, v) in &self.opts.env {
             cmd.env(k, v);

@@ -72,3 +72,18 @@ fn grpc_health_and_reflection() -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn health_endpoint_follows_the_session() -> anyhow::Result<()> {
+    let mut m = Manager::start(StoreKind::Sqlite)?;
+    let port = free_port();
+    let d = Delegate::enrol(&m, "probed", DelegateOpts { http_port: Some(port), ..Default::default() })?;
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    wait_for("ready", Duration::from_secs(10), || (http_get(port, "/readyz")?.0 == 200).then_some(()))?;
+    m.kill9();
+    wait_for("not ready", Duration::from_secs(20), || (http_get(port, "/readyz")?.0 == 503).then_some(()))?;
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200), "alive while disconnected:\n{}", d.log());
+    m.restart()?;
+    wait_for("ready again", Duration::from_secs(30), || (http_get(port, "/readyz")?.0 == 200).then_some(()))?;
+    Ok(())
+}

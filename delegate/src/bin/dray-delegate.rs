@@ -58,6 +58,9 @@ struct RunArgs {
     /// How long a drain waits for running tasks, e.g. 30s, 2m [env: DRAY_DRAIN_GRACE] [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     drain_grace: Option<Duration>,
+    /// Serve /healthz and /readyz (ready = connected to the manager) here, e.g. 127.0.0.1:7081 [env: DRAY_HTTP_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<String>,
     /// TOML file with any of the settings above (keys like `ca-file`)
     #[arg(long, value_name = "FILE", env = "DRAY_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
@@ -78,6 +81,7 @@ impl RunArgs {
             state_dir: self.state_dir.clone(),
             capacity: self.capacity,
             drain_grace: self.drain_grace,
+            http_addr: self.http_addr.clone(),
         }
     }
 
