@@ -334,13 +334,7 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
             next.state = S::Running;
             next.started_ms = Some(now);
             next.deadline_ms = now + ttl_ms;
-            effects.push(Effect::Send {
-                to: *by,
-                epoch: *epoch,
-                msg: Message::Granted { expires_ms: next.deadline_ms },
-            });
-            effects
-                .push(Effect::Timer { at_ms: next.deadline_ms, event: Event::LeaseCheck { epoch: *epoch } });
+            effects.extend(grant(*by, *epoch, next.deadline_ms));
             effects.push(publish(LeaseEventKind::Acknowledged, Some(*by), *epoch, String::new()));
             next.since_ms = now;
             true
@@ -410,15 +404,7 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
                     // The grant was lost with the old session: the delegate never
                     // started, so granting again is the first and only start.
                     next.deadline_ms = now + ttl_ms;
-                    effects.push(Effect::Send {
-                        to: *by,
-                        epoch: lease.epoch,
-                        msg: Message::Granted { expires_ms: next.deadline_ms },
-                    });
-                    effects.push(Effect::Timer {
-                        at_ms: next.deadline_ms,
-                        event: Event::LeaseCheck { epoch: lease.epoch },
-                    });
+                    effects.extend(grant(*by, lease.epoch, next.deadline_ms));
                     effects.push(publish(
                         LeaseEventKind::Renewed,
                         Some(*by),
@@ -543,6 +529,14 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
         _ => return Err(invalid(lease, &event)),
     };
     Ok(Transition { next, persist, effects })
+}
+
+/// Tell `to` its lease under `epoch` is durable, and check it at `expires_ms`.
+fn grant(to: DelegateId, epoch: Epoch, expires_ms: i64) -> [Effect; 2] {
+    [
+        Effect::Send { to, epoch, msg: Message::Granted { expires_ms } },
+        Effect::Timer { at_ms: expires_ms, event: Event::LeaseCheck { epoch } },
+    ]
 }
 
 fn requeue(next: &mut Lease, by: DelegateId, why: String) {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use dray_shared::{DelegateId, TaskId, pb};
 use prost::Message;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -177,22 +178,27 @@ fn rows_per_statement(columns: usize) -> usize {
     MAX_PARAMS / columns
 }
 
+/// Binds a task row's twelve columns, in `task_columns!()` order.
+fn bind_task<'args>(row: &mut Separated<'_, 'args, Sqlite, &'static str>, r: &'args TaskRecord) {
+    row.push_bind(r.id.to_string())
+        .push_bind(r.spec.encode_to_vec())
+        .push_bind(r.state as i32)
+        .push_bind(db_u64(r.epoch.0))
+        .push_bind(db_u64(r.version))
+        .push_bind(r.delegate_id.map(|d| d.to_string()))
+        .push_bind(r.exit_code)
+        .push_bind(r.reason.as_str())
+        .push_bind(r.created_ms)
+        .push_bind(r.started_ms)
+        .push_bind(r.finished_ms)
+        .push_bind(r.queue_deadline_ms);
+}
+
 async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> Result<()> {
     for chunk in records.chunks(rows_per_statement(12)) {
         let mut q = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO tasks (", task_columns!(), ") "));
         q.push_values(chunk, |mut row, r| {
-            row.push_bind(r.id.to_string())
-                .push_bind(r.spec.encode_to_vec())
-                .push_bind(r.state as i32)
-                .push_bind(db_u64(r.epoch.0))
-                .push_bind(db_u64(r.version))
-                .push_bind(r.delegate_id.map(|d| d.to_string()))
-                .push_bind(r.exit_code)
-                .push_bind(r.reason.as_str())
-                .push_bind(r.created_ms)
-                .push_bind(r.started_ms)
-                .push_bind(r.finished_ms)
-                .push_bind(r.queue_deadline_ms);
+            bind_task(&mut row, r);
         });
         // Chunk sizes vary, so caching the prepared statement would only churn
         // the cache.
@@ -217,19 +223,8 @@ async fn update_tasks(conn: &mut SqliteConnection, updates: &[TaskUpdate<'_>]) -
         );
         q.push_values(chunk, |mut row, u| {
             let r = u.record;
-            row.push_bind(r.id.to_string())
-                .push_bind(r.spec.encode_to_vec())
-                .push_bind(r.state as i32)
-                .push_bind(db_u64(r.epoch.0))
-                .push_bind(db_u64(r.version))
-                .push_bind(r.delegate_id.map(|d| d.to_string()))
-                .push_bind(r.exit_code)
-                .push_bind(r.reason.as_str())
-                .push_bind(r.created_ms)
-                .push_bind(r.started_ms)
-                .push_bind(r.finished_ms)
-                .push_bind(r.queue_deadline_ms)
-                .push_bind(db_u64(u.expected_version));
+            bind_task(&mut row, r);
+            row.push_bind(db_u64(u.expected_version));
         });
         q.push(") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column13");
         let done = q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
