@@ -49,8 +49,9 @@ fn noop() -> pb::TaskSpec {
     pb::TaskSpec { kind: "noop".into(), ..Default::default() }
 }
 
-fn finished(m: &Manager) -> u64 {
-    let Some((_, body)) = m.http("/metrics") else { return 0 };
+/// Tasks that reached a final state, from the manager's metrics on `http_port`.
+fn finished(http_port: u16) -> u64 {
+    let Some((_, body)) = http_get(http_port, "/metrics") else { return 0 };
     body.lines()
         .filter(|l| l.starts_with("dray_tasks_finished_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -88,8 +89,8 @@ async fn throughput(kind: StoreKind, tasks: usize, delegates: usize, capacity: u
 
     // Warm up.
     c.submit_tasks(pb::SubmitTasksRequest { tasks: vec![noop(); 500] }).await?;
-    wait_for("warm-up", Duration::from_secs(60), || (finished(&m) >= 500).then_some(()))?;
-    let base = finished(&m);
+    wait_for("warm-up", Duration::from_secs(60), || (finished(m.http_port) >= 500).then_some(()))?;
+    let base = finished(m.http_port);
 
     let started = Instant::now();
     let batch = 500;
@@ -117,14 +118,7 @@ async fn throughput(kind: StoreKind, tasks: usize, delegates: usize, capacity: u
         move || {
             let deadline = Instant::now() + Duration::from_secs(600);
             loop {
-                let f = http_get(url_port, "/metrics")
-                    .map(|(_, b)| {
-                        b.lines()
-                            .filter(|l| l.starts_with("dray_tasks_finished_total{"))
-                            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                            .sum::<f64>() as u64
-                    })
-                    .unwrap_or(0);
+                let f = finished(url_port);
                 if f >= base + total || Instant::now() > deadline {
                     return f - base;
                 }
@@ -158,7 +152,7 @@ async fn throughput(kind: StoreKind, tasks: usize, delegates: usize, capacity: u
     // Paced: 200 tasks/s for 10 s, one task per submit.
     let rate = 200;
     let n = rate * 10;
-    let base = finished(&m);
+    let base = finished(m.http_port);
     let start = Instant::now();
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -166,7 +160,9 @@ async fn throughput(kind: StoreKind, tasks: usize, delegates: usize, capacity: u
         let mut c = c.clone();
         tokio::spawn(async move { c.submit_tasks(pb::SubmitTasksRequest { tasks: vec![noop()] }).await });
     }
-    wait_for("paced tasks", Duration::from_secs(60), || (finished(&m) >= base + n as u64).then_some(()))?;
+    wait_for("paced tasks", Duration::from_secs(60), || {
+        (finished(m.http_port) >= base + n as u64).then_some(())
+    })?;
     let lat = latencies(&mut c, n).await?;
     println!(
         "latency store={store} rate={rate}/s tasks={n} p50={}ms p99={}ms max={}ms",

@@ -20,7 +20,7 @@ use tracing::{info, instrument};
 use super::status::invalid;
 use crate::auth;
 use crate::lease::engine::{CancelOutcome, Handle};
-use crate::store::{AuditRecord, Batch, DelegateRecord, Store, TaskRecord, TokenRecord};
+use crate::store::{AuditRecord, Batch, DelegateRecord, LogRecord, Store, TaskRecord, TokenRecord};
 
 /// The account every scope lives in until multi-account support exists.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -87,6 +87,15 @@ fn to_pb(r: TaskRecord, names: &HashMap<DelegateId, String>) -> pb::Task {
     }
 }
 
+fn log_entry(l: LogRecord) -> pb::TaskLogEntry {
+    pb::TaskLogEntry {
+        seq: l.seq,
+        epoch: l.epoch.0,
+        line: Some(pb::LogLine { stream: l.stream, text: l.text, at_ms: l.at_ms }),
+        final_state: 0,
+    }
+}
+
 impl ApiSvc {
     /// An API over `store` and `engine`.
     pub fn new(store: Arc<dyn Store>, engine: Handle) -> Self {
@@ -103,7 +112,14 @@ impl ApiSvc {
             .get_task(id)
             .await?
             .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
-        Ok(to_pb(r, &self.names().await?))
+        // One task needs one name, not the whole delegate table.
+        let mut names = HashMap::new();
+        if let Some(d) = r.delegate_id
+            && let Some(rec) = self.store.get_delegate(d).await?
+        {
+            names.insert(d, rec.name);
+        }
+        Ok(to_pb(r, &names))
     }
 
     async fn audit(&self, action: &str, subject: String, detail: String) -> Result<(), Status> {
@@ -204,12 +220,7 @@ impl Api for ApiSvc {
                 let got = lines.len();
                 for l in lines {
                     after = l.seq;
-                    let entry = pb::TaskLogEntry {
-                        seq: l.seq,
-                        epoch: l.epoch.0,
-                        line: Some(pb::LogLine { stream: l.stream, text: l.text, at_ms: l.at_ms }),
-                        final_state: 0,
-                    };
+                    let entry = log_entry(l);
                     if tx.send(Ok(entry)).await.is_err() {
                         return;
                     }
@@ -225,16 +236,7 @@ impl Api for ApiSvc {
                         // Logs are committed no later than the final state: one more read drains them.
                         if let Ok(rest) = store.task_logs(id, after, u32::MAX).await {
                             for l in rest {
-                                let entry = pb::TaskLogEntry {
-                                    seq: l.seq,
-                                    epoch: l.epoch.0,
-                                    line: Some(pb::LogLine {
-                                        stream: l.stream,
-                                        text: l.text,
-                                        at_ms: l.at_ms,
-                                    }),
-                                    final_state: 0,
-                                };
+                                let entry = log_entry(l);
                                 let _ = tx.send(Ok(entry)).await;
                             }
                         }
