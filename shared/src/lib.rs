@@ -6,6 +6,8 @@
 
 pub mod clock;
 pub mod codec;
+pub mod error_type;
+pub mod expr;
 pub mod ids;
 pub mod pb;
 pub mod pki;
