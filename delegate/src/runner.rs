@@ -757,7 +757,7 @@ impl Runner {
             let run = tokio::spawn(async move { target.run(spec, cx).await });
             let mut outcome =
                 run.await.unwrap_or_else(|_| Outcome::failed("internal error: task runner panicked"));
-            outcome.message = masker.mask(&outcome.message);
+            outcome.mask(&masker);
             let _ = tx.send(TaskEvent::Finished { key, outcome }).await;
         });
     }

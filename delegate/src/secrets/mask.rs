@@ -8,7 +8,10 @@
 //!   for long values each 76- and 64-column line of the wrapped encoding;
 //! - percent-encoding with every non-alphanumeric byte encoded, with the RFC 3986
 //!   unreserved characters left alone (what most URL libraries emit), and
-//!   form-style (`application/x-www-form-urlencoded`, space as `+`).
+//!   form-style (`application/x-www-form-urlencoded`, space as `+`);
+//! - the JSON string-escaped form (a value with a quote, backslash or control
+//!   character inside a JSON body or a JSON output), both with non-ASCII kept
+//!   and with it escaped as `\uXXXX` (Python's `json.dumps` default).
 //!
 //! All occurrences of all needles are located in the original line first and the
 //! covered ranges merged, then replaced in one pass. Replacing needle by needle
@@ -83,6 +86,8 @@ impl Masker {
                 .collect::<Vec<_>>()
                 .join("+"),
         );
+        candidates.push(json_escaped(v, false));
+        candidates.push(json_escaped(v, true));
         for c in candidates {
             if !c.is_empty() && !self.needles.contains(&c) {
                 self.needles.push(c);
@@ -131,6 +136,32 @@ impl Masker {
     }
 }
 
+/// `v` as it appears between the quotes of a JSON string: `"`, `\\` and control
+/// characters escaped (`\n`, `\u0001`...), and with `ascii_only` every non-ASCII
+/// character as `\uXXXX` (UTF-16, so astral characters become surrogate pairs).
+fn json_escaped(v: &str, ascii_only: bool) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (ascii_only && !c.is_ascii()) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +198,20 @@ mod tests {
             let line = format!("x {e} y");
             assert_eq!(m.mask(&line), format!("x {MASK} y"), "{e}");
         }
+    }
+
+    #[test]
+    fn masks_json_escaped_forms() {
+        let secret = "p\"w\\d\nclé😀";
+        let m = masker(&[secret]);
+        let serde_form = serde_json::to_string(secret).unwrap();
+        let body = format!("{{\"password\":{serde_form}}}");
+        assert_eq!(m.mask(&body), format!("{{\"password\":\"{MASK}\"}}"), "{body}");
+        // What Python's json.dumps writes by default (ensure_ascii).
+        let ascii = r#"{"password": "p\"w\\d\ncl\u00e9\ud83d\ude00"}"#;
+        assert_eq!(m.mask(ascii), format!("{{\"password\": \"{MASK}\"}}"));
+        // A value needing no escapes adds no extra needle.
+        assert_eq!(masker(&["plain"]).needles.iter().filter(|n| n.as_str() == "plain").count(), 1);
     }
 
     #[test]
@@ -208,6 +253,10 @@ mod tests {
             prop_assert!(!m.mask(&b64).contains(&STANDARD.encode(&secret)));
             let pct = format!("{before}{}{after}", utf8_percent_encode(&secret, NON_ALPHANUMERIC));
             prop_assert!(!m.mask(&pct).contains(&utf8_percent_encode(&secret, NON_ALPHANUMERIC).to_string()));
+            let escaped = serde_json::to_string(&secret).unwrap();
+            let escaped = &escaped[1..escaped.len() - 1];
+            let json = format!("{before}{escaped}{after}");
+            prop_assert!(!m.mask(&json).contains(escaped), "{json:?}");
         }
 
         #[test]

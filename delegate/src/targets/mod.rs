@@ -8,14 +8,16 @@
 //! that masks every line, and the [`StopSignal`] for cancel, refusal and
 //! shutdown. The runner masks the outcome message with the same masker.
 
+pub mod http;
 pub mod noop;
 pub mod shell;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dray_shared::clock;
+use dray_shared::error_type::ErrorType;
 use dray_shared::pb::{LogLine, LogStream, TaskLogs, TaskResult, TaskSpec};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,27 +44,71 @@ pub struct Outcome {
     pub message: String,
     /// It was stopped because the manager cancelled it.
     pub cancelled: bool,
+    /// Values the task produced (kind-specific names). Masked before they
+    /// leave the delegate.
+    pub outputs: BTreeMap<String, String>,
+    /// Classified failure; `None` on success and on cancel.
+    pub error_type: Option<ErrorType>,
 }
 
 impl Outcome {
     /// Success, no exit code.
     pub fn succeeded() -> Self {
-        Outcome { success: true, exit_code: None, message: String::new(), cancelled: false }
+        Outcome {
+            success: true,
+            exit_code: None,
+            message: String::new(),
+            cancelled: false,
+            outputs: BTreeMap::new(),
+            error_type: None,
+        }
     }
 
-    /// Failure with a message, no exit code.
+    /// Failure with a message, no exit code, error type `Unknown`.
     pub fn failed(message: impl Into<String>) -> Self {
-        Outcome { success: false, exit_code: None, message: message.into(), cancelled: false }
+        Outcome {
+            success: false,
+            exit_code: None,
+            message: message.into(),
+            cancelled: false,
+            outputs: BTreeMap::new(),
+            error_type: Some(ErrorType::Unknown),
+        }
+    }
+
+    /// Failure with a message and error type.
+    pub fn failed_as(error_type: ErrorType, message: impl Into<String>) -> Self {
+        Outcome { error_type: Some(error_type), ..Outcome::failed(message) }
     }
 
     /// The failure reported when a task was stopped for `reason`.
     pub fn stopped(reason: StopReason) -> Self {
         match reason {
-            StopReason::Cancelled => {
-                Outcome { success: false, exit_code: None, message: "cancelled".into(), cancelled: true }
+            StopReason::Cancelled => Outcome {
+                message: "cancelled".into(),
+                cancelled: true,
+                error_type: None,
+                ..Outcome::failed("")
+            },
+            // The work died with this delegate process, as when its lease is lost.
+            StopReason::Shutdown => {
+                Outcome::failed_as(ErrorType::DelegateRestart, "interrupted: delegate shut down")
             }
-            StopReason::Shutdown => Outcome::failed("interrupted: delegate shut down"),
             StopReason::Refused => Outcome::failed("lease refused by the manager"),
+        }
+    }
+
+    /// The same outcome with these outputs.
+    pub fn with_outputs(self, outputs: BTreeMap<String, String>) -> Self {
+        Outcome { outputs, ..self }
+    }
+
+    /// Masks the message and every output value with `masker`. Output names
+    /// are chosen by the task author, not secret, and kept as they are.
+    pub fn mask(&mut self, masker: &MaskerHandle) {
+        self.message = masker.mask(&self.message);
+        for v in self.outputs.values_mut() {
+            *v = masker.mask(v);
         }
     }
 
@@ -76,6 +122,12 @@ impl Outcome {
             has_exit_code: self.exit_code.is_some(),
             message: self.message.clone(),
             cancelled: self.cancelled,
+            outputs: self.outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            // A success carries no error type, whatever a target left set.
+            error_type: match (self.success, self.error_type) {
+                (false, Some(e)) => e.as_str().to_string(),
+                _ => String::new(),
+            },
         }
     }
 }
@@ -314,11 +366,12 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    /// The targets built into this binary: `shell` and `noop`.
+    /// The targets built into this binary: `shell`, `noop` and `http`.
     pub fn builtin() -> Self {
         let mut t = Targets::default();
         t.add(Arc::new(shell::Shell));
         t.add(Arc::new(noop::Noop));
+        t.add(Arc::new(http::Http::default()));
         t
     }
 
@@ -410,12 +463,36 @@ mod tests {
     #[test]
     fn outcomes_map_to_results() {
         let key = LeaseKey { task: dray_shared::TaskId::new(), epoch: dray_shared::Epoch(3) };
-        let r =
-            Outcome { success: false, exit_code: Some(2), message: "exit code 2".into(), cancelled: false }
-                .to_result(key);
+        let r = Outcome { exit_code: Some(2), ..Outcome::failed("exit code 2") }
+            .with_outputs(BTreeMap::from([("A".to_string(), "1".to_string())]))
+            .to_result(key);
         assert_eq!((r.epoch, r.exit_code, r.has_exit_code, r.success), (3, 2, true, false));
+        assert_eq!(r.error_type, "Unknown");
+        assert_eq!(r.outputs.get("A").map(String::as_str), Some("1"));
         let r = Outcome::stopped(StopReason::Cancelled).to_result(key);
         assert!(r.cancelled && !r.success && !r.has_exit_code);
-        assert_eq!(Outcome::stopped(StopReason::Shutdown).message, "interrupted: delegate shut down");
+        assert_eq!(r.error_type, "", "cancel sets no error type");
+        let shutdown = Outcome::stopped(StopReason::Shutdown);
+        assert_eq!(shutdown.message, "interrupted: delegate shut down");
+        assert_eq!(shutdown.to_result(key).error_type, "DelegateRestart");
+        let r = Outcome::failed_as(ErrorType::Timeout, "timed out").to_result(key);
+        assert_eq!(r.error_type, "Timeout");
+        let r = Outcome { error_type: Some(ErrorType::Timeout), ..Outcome::succeeded() }.to_result(key);
+        assert_eq!(r.error_type, "", "a success has no error type");
+    }
+
+    #[tokio::test]
+    async fn outcome_masking_covers_message_and_output_values() {
+        let (mut cx, _outbox, _stop) = testing::context(&[("PW", "hunter2")]);
+        cx.substitute("script", "<+secrets.getValue(\"env:PW\")>").await.unwrap();
+        let mut o = Outcome::failed("bad hunter2").with_outputs(BTreeMap::from([
+            ("hunter2".to_string(), "x hunter2 y".to_string()),
+            ("plain".to_string(), "nothing".to_string()),
+        ]));
+        o.mask(&cx.masker());
+        let mask = crate::secrets::mask::MASK;
+        assert_eq!(o.message, format!("bad {mask}"));
+        assert_eq!(o.outputs["hunter2"], format!("x {mask} y"), "values masked, names kept");
+        assert_eq!(o.outputs["plain"], "nothing");
     }
 }

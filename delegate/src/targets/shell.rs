@@ -16,11 +16,18 @@
 //!   shutdown (SIGTERM, SIGKILL after 5 s), and also after a normal exit, so
 //!   background processes a script leaves behind (`sleep 1000 &`) die with it
 //!   instead of outliving the lease and holding the output pipes open.
+//! - `output_vars` are captured when the script ends, however it ends (see
+//!   [`outputs`]); an unset variable is left out of the outputs.
+//! - Error types: a non-zero exit, a signal or a failure to start is `Unknown`;
+//!   the run timeout is `Timeout`.
+
+mod outputs;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use dray_shared::error_type::ErrorType;
 use dray_shared::pb::{LogStream, TaskSpec};
 use dray_shared::task::{self, ShellParams, TaskParams, kind};
 use nix::sys::signal::{Signal, killpg};
@@ -31,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use self::outputs::Capture;
 use super::{CheckContext, Outcome, RunContext, StopReason, Target};
 
 /// Timeout when the spec says 0.
@@ -139,8 +147,9 @@ impl Target for Shell {
             Ok(d) => d,
             Err(e) => return Outcome::failed(format!("cannot create a temp directory: {e}")),
         };
-        let outcome =
-            run_script(&bash, &script, env, p.workdir.as_deref(), scratch.path(), timeout, &mut cx).await;
+        let run =
+            Run { script: &script, env, workdir: p.workdir.as_deref(), output_vars: &p.output_vars, timeout };
+        let outcome = run_script(&bash, run, scratch.path(), &mut cx).await;
         // Removing a big build tree can take a while: keep it off the runtime thread.
         let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
         outcome
@@ -160,19 +169,32 @@ enum End {
     Stopped(StopReason),
 }
 
-async fn run_script(
-    bash: &Path,
-    script: &str,
+/// What to run, with secrets already resolved.
+struct Run<'a> {
+    script: &'a str,
     env: Vec<(String, String)>,
-    workdir: Option<&str>,
-    scratch: &Path,
+    workdir: Option<&'a str>,
+    output_vars: &'a [String],
     timeout: Duration,
-    cx: &mut RunContext,
-) -> Outcome {
+}
+
+async fn run_script(bash: &Path, run: Run<'_>, scratch: &Path, cx: &mut RunContext) -> Outcome {
+    let Run { script, mut env, workdir, output_vars, timeout } = run;
     let script_path = scratch.join("script.sh");
     if let Err(e) = write_script(&script_path, script) {
         return Outcome::failed(format!("cannot write the script file: {e}"));
     }
+    let capture = if output_vars.is_empty() {
+        None
+    } else {
+        match Capture::prepare(scratch, output_vars) {
+            Ok(c) => {
+                env.push(c.env());
+                Some(c)
+            }
+            Err(e) => return Outcome::failed(format!("cannot set up output variables: {e}")),
+        }
+    };
     let cwd = match workdir {
         Some(w) => PathBuf::from(w),
         None => {
@@ -277,26 +299,51 @@ async fn run_script(
     }
     cx.logs.flush().await;
 
-    match end {
-        End::TimedOut => Outcome::failed(format!("timed out after {}", humantime::format_duration(timeout))),
+    let refused = matches!(end, End::Stopped(StopReason::Refused));
+    let mut outcome = match end {
+        End::TimedOut => Outcome::failed_as(
+            ErrorType::Timeout,
+            format!("timed out after {}", humantime::format_duration(timeout)),
+        ),
         End::Stopped(reason) => Outcome::stopped(reason),
         End::Exited(Err(e)) => Outcome::failed(format!("cannot wait for bash: {e}")),
         End::Exited(Ok(status)) => exit_outcome(status),
+    };
+    // A refused lease's result is dropped: nothing to report.
+    if let Some(capture) = capture.filter(|_| !refused) {
+        collect_outputs(&capture, &mut outcome, cx).await;
+    }
+    outcome
+}
+
+/// Puts the captured output variables into `outcome`. Values too large to
+/// report fail a task that had succeeded; a task that had failed keeps its own
+/// reason, and the problem is logged.
+async fn collect_outputs(capture: &Capture, outcome: &mut Outcome, cx: &mut RunContext) {
+    match capture.read() {
+        Ok(Some(values)) => outcome.outputs = values,
+        Ok(None) => {
+            cx.logs.line(
+                LogStream::System,
+                "[dray] output variables were not captured: bash ended without running its exit trap",
+            );
+            cx.logs.flush().await;
+        }
+        Err(e) if outcome.success => {
+            *outcome = Outcome { exit_code: outcome.exit_code, ..Outcome::failed(e.to_string()) }
+        }
+        Err(e) => {
+            cx.logs.line(LogStream::System, &format!("[dray] {e}"));
+            cx.logs.flush().await;
+        }
     }
 }
 
 fn exit_outcome(status: ExitStatus) -> Outcome {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
-        (Some(0), _) => {
-            Outcome { success: true, exit_code: Some(0), message: String::new(), cancelled: false }
-        }
-        (Some(n), _) => Outcome {
-            success: false,
-            exit_code: Some(n),
-            message: format!("exit code {n}"),
-            cancelled: false,
-        },
+        (Some(0), _) => Outcome { exit_code: Some(0), ..Outcome::succeeded() },
+        (Some(n), _) => Outcome { exit_code: Some(n), ..Outcome::failed(format!("exit code {n}")) },
         (None, Some(sig)) => {
             let name =
                 Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| sig.to_string());
@@ -474,16 +521,11 @@ mod tests {
     async fn exit_codes_map_to_outcomes() {
         let (cx, _, _h) = context(&[]);
         let o = Shell.run(spec("echo ok", &[], 0), cx).await;
-        assert_eq!(
-            o,
-            Outcome { success: true, exit_code: Some(0), message: String::new(), cancelled: false }
-        );
+        assert_eq!(o, Outcome { exit_code: Some(0), ..Outcome::succeeded() });
         let (cx, _, _h) = context(&[]);
         let o = Shell.run(spec("echo failing >&2; exit 3", &[], 0), cx).await;
-        assert_eq!(
-            o,
-            Outcome { success: false, exit_code: Some(3), message: "exit code 3".into(), cancelled: false }
-        );
+        assert_eq!(o, Outcome { exit_code: Some(3), ..Outcome::failed("exit code 3") });
+        assert_eq!(o.error_type, Some(ErrorType::Unknown));
         let (cx, _, _h) = context(&[]);
         let o = Shell.run(spec("kill -KILL $$", &[], 0), cx).await;
         assert_eq!(o.message, "killed by signal SIGKILL");
@@ -565,7 +607,7 @@ mod tests {
         let (cx, outbox, _h) = context(&[]);
         let started = std::time::Instant::now();
         let o = Shell.run(spec(&script, &[], 1000), cx).await;
-        assert_eq!(o, Outcome::failed("timed out after 1s"));
+        assert_eq!(o, Outcome::failed_as(ErrorType::Timeout, "timed out after 1s"));
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
         for f in [&a, &b] {
             let pid = read_pid(f).await;
@@ -669,6 +711,118 @@ mod tests {
         let o = Shell.run(spec("echo <+secrets.getValue(\"env:GONE\")>", &[], 0), cx).await;
         assert_eq!(o, Outcome::failed("secret env:GONE is not set on this delegate"));
         assert!(lines(&outbox).is_empty());
+    }
+
+    fn with_outputs(script: &str, vars: &[&str], timeout_ms: u64) -> TaskSpec {
+        let mut s = task::shell_spec_with_outputs(script, BTreeMap::new(), vars);
+        s.timeout_ms = timeout_ms;
+        s
+    }
+
+    fn outputs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn output_variables_keep_awkward_values_and_leave_out_unset_ones() {
+        let (cx, outbox, _h) = context(&[]);
+        let script = "A='two words'; B=$'line1\\nline2'; C='k=v=w'; D=''; E=gone; unset E; F=(first second)\n\
+                      echo done";
+        let o = Shell.run(with_outputs(script, &["A", "B", "C", "D", "E", "F", "NEVER_SET"], 0), cx).await;
+        assert!(o.success, "{o:?}");
+        let want =
+            outputs(&[("A", "two words"), ("B", "line1\nline2"), ("C", "k=v=w"), ("D", ""), ("F", "first")]);
+        assert_eq!(o.outputs, want);
+        assert_eq!(texts(&lines(&outbox), LogStream::Stdout), ["done"]);
+    }
+
+    #[tokio::test]
+    async fn output_variables_are_captured_when_the_script_exits_or_fails() {
+        let (cx, _, _h) = context(&[]);
+        let o = Shell.run(with_outputs("X=before; exit 3; X=after", &["X"], 0), cx).await;
+        assert_eq!((o.success, o.exit_code, o.error_type), (false, Some(3), Some(ErrorType::Unknown)));
+        assert_eq!(o.outputs, outputs(&[("X", "before")]));
+
+        // set -e, -u and -x: the capture neither breaks nor shows up in the trace.
+        let (cx, outbox, _h) = context(&[]);
+        let o = Shell.run(with_outputs("set -euxo pipefail\nX=1\nfalse\nX=2", &["X", "Y"], 0), cx).await;
+        assert_eq!((o.exit_code, o.outputs.clone()), (Some(1), outputs(&[("X", "1")])), "{o:?}");
+        let trace = texts(&lines(&outbox), LogStream::Stderr);
+        assert_eq!(trace, ["+ X=1", "+ false"], "capture internals must stay out of the trace");
+    }
+
+    #[tokio::test]
+    async fn a_scripts_own_exit_trap_still_runs_after_the_capture() {
+        let (cx, outbox, _h) = context(&[]);
+        let script = "trap 'echo \"user trap saw $?\"' EXIT INT\nX=1\nexit 4";
+        let o = Shell.run(with_outputs(script, &["X"], 0), cx).await;
+        assert_eq!((o.exit_code, o.outputs.clone()), (Some(4), outputs(&[("X", "1")])), "{o:?}");
+        assert_eq!(texts(&lines(&outbox), LogStream::Stdout), ["user trap saw 4"]);
+
+        // Resetting the EXIT trap puts the capture back; other signals are untouched.
+        let (cx, outbox, _h) = context(&[]);
+        let script = "trap 'echo never' EXIT\ntrap - EXIT\ntrap -- 'echo usr1' USR1\nkill -USR1 $$\nX=2";
+        let o = Shell.run(with_outputs(script, &["X"], 0), cx).await;
+        assert_eq!(o.outputs, outputs(&[("X", "2")]), "{o:?}");
+        assert_eq!(texts(&lines(&outbox), LogStream::Stdout), ["usr1"]);
+    }
+
+    #[tokio::test]
+    async fn child_shells_and_subshells_do_not_capture() {
+        let (cx, outbox, _h) = context(&[]);
+        let script = "X=outer\n( X=subshell; exit 0 )\n\
+                      bash -c 'echo \"child BASH_ENV=${BASH_ENV:-unset}\"; X=child; exit 0'\n\
+                      echo \"X=$X\"";
+        let o = Shell.run(with_outputs(script, &["X"], 0), cx).await;
+        assert!(o.success, "{o:?}");
+        assert_eq!(o.outputs, outputs(&[("X", "outer")]));
+        assert_eq!(texts(&lines(&outbox), LogStream::Stdout), ["child BASH_ENV=unset", "X=outer"]);
+
+        // A subshell that installs an EXIT trap gets the capture chained in too
+        // (functions are inherited), but must not write: only the task's shell does.
+        let (cx, _, _h) = context(&[]);
+        let script = "X=outer\n( X=subshell; trap 'echo sub' EXIT )\nexec true";
+        let o = Shell.run(with_outputs(script, &["X"], 0), cx).await;
+        assert_eq!(o.outputs, BTreeMap::new(), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn output_variables_survive_a_timeout() {
+        let (cx, _, _h) = context(&[]);
+        let o = Shell.run(with_outputs("X=early; sleep 100", &["X"], 1000), cx).await;
+        assert_eq!(o.error_type, Some(ErrorType::Timeout));
+        assert_eq!(o.outputs, outputs(&[("X", "early")]));
+    }
+
+    #[tokio::test]
+    async fn secret_values_in_outputs_are_masked() {
+        let (cx, _, _h) = context(&[("PW", "hunter2")]);
+        let masker = cx.masker();
+        let script = "TOKEN=\"<+secrets.getValue(\"env:PW\")>-suffix\"; PLAIN=ok";
+        let mut o = Shell.run(with_outputs(script, &["TOKEN", "PLAIN"], 0), cx).await;
+        assert_eq!(o.outputs["TOKEN"], "hunter2-suffix", "the target reports the real value...");
+        o.mask(&masker);
+        // ...and the runner masks it before it leaves, like every log line.
+        assert_eq!(o.outputs, outputs(&[("TOKEN", &format!("{MASK}-suffix")), ("PLAIN", "ok")]));
+    }
+
+    #[tokio::test]
+    async fn missing_or_oversized_captures_are_reported() {
+        let (cx, outbox, _h) = context(&[]);
+        let o = Shell.run(with_outputs("X=1; exec true", &["X"], 0), cx).await;
+        assert!(o.success && o.outputs.is_empty(), "{o:?}");
+        let sys = texts(&lines(&outbox), LogStream::System);
+        assert_eq!(
+            sys,
+            ["[dray] output variables were not captured: bash ended without running its exit trap"]
+        );
+
+        let (cx, _, _h) = context(&[]);
+        let script = format!("X=$(head -c {} /dev/zero | tr '\\0' a)", outputs::MAX_OUTPUTS_BYTES);
+        let o = Shell.run(with_outputs(&script, &["X"], 0), cx).await;
+        assert!(!o.success && o.outputs.is_empty(), "{o:?}");
+        assert_eq!(o.exit_code, Some(0));
+        assert!(o.message.contains("larger than"), "{o:?}");
     }
 
     #[test]
