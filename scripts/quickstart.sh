@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 keep=${1:-}
 cargo build --bins -q
 bin=$PWD/target/debug
+repo=$PWD
 work=$PWD/.quickstart
 mkdir -p "$work"
 cd "$work"
@@ -30,7 +31,7 @@ else
   token=""
 fi
 QUICKSTART_PASSWORD=hunter2-quickstart "$bin/dray-delegate" run --manager https://127.0.0.1:7443 \
-  --ca-file "$DRAY_DATA_DIR/ca.pem" ${token:+--token "$token"} --name local --tags linux,quickstart \
+  --ca-file "$DRAY_DATA_DIR/ca.pem" ${token:+--token "$token"} --name local --tags linux,quickstart,local \
   --state-dir delegate-state >delegate.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "Delegate connected" delegate.log && break; sleep 0.1; done
@@ -48,7 +49,25 @@ echo; echo "==> A failing task exits non-zero with the reason"
 echo; echo "==> A task no delegate can take is explained"
 "$bin/dray" task run --wait --selector gpu --queue-timeout 2s -- 'nvidia-smi' || true
 
+echo; echo "==> Pipelines: apply the examples, run a release, approve it"
+"$bin/dray" apply -f "$repo/examples/"
+"$bin/dray" get pipelines
+exec_id=$("$bin/dray" run release)
+for _ in $(seq 1 100); do
+  "$bin/dray" describe execution "$exec_id" -o json | grep -q '"waitingFor": *"approval"' && break; sleep 0.2
+done
+"$bin/dray" approve "$exec_id" --comment "looks good" --input ticket=CHG-1
+for _ in $(seq 1 150); do
+  "$bin/dray" describe execution "$exec_id" | head -1 | grep -qE ' — (Succeeded|Failed|Aborted)' && break; sleep 0.2
+done
+"$bin/dray" describe execution "$exec_id"
+"$bin/dray" logs "$exec_id" --step deploy.deploy
+
+echo; echo "==> Runtime inputs from an overlay input set and --set"
+"$bin/dray" run inputs --input-set qa_big --set greeting=hello --wait
+
 echo; echo "==> What happened"
+"$bin/dray" get executions
 "$bin/dray" get tasks
 "$bin/dray" delegate ping "$(sed -n 's/.*"delegate_id": *"\([0-9a-f]*\)".*/\1/p' delegate-state/identity.json)"
 echo

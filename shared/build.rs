@@ -5,7 +5,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["dray/v1/common.proto", "dray/v1/delegate.proto", "dray/v1/api.proto"];
+    let files = [
+        "dray/v1/common.proto",
+        "dray/v1/delegate.proto",
+        "dray/v1/api.proto",
+        "dray/v1/pipelines.proto",
+        "dray/v1/triggers.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -11,5 +11,8 @@ pub mod grpc;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod model;
+pub mod pipeline;
 pub mod server;
 pub mod store;
+pub mod triggers;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use dray_shared::pb::pipelines_server::PipelinesServer;
+use dray_shared::pb::triggers_server::TriggersServer;
 use dray_shared::pb::{self, api_server::ApiServer, delegate_service_server::DelegateServiceServer};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -14,10 +16,15 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::grpc::api_svc::{ApiSvc, bearer_check};
 use crate::grpc::delegate_svc::DelegateSvc;
+use crate::grpc::pipelines_svc::PipelinesSvc;
+use crate::grpc::triggers_svc::TriggersSvc;
 use crate::http::{HttpState, router};
 use crate::lease::Engine;
 use crate::metrics::Metrics;
-use crate::{data_dir, store};
+use crate::triggers::receiver::{self, WebhookState};
+use crate::triggers::scheduler::Scheduler;
+use crate::triggers::secret::MasterKey;
+use crate::{data_dir, pipeline, store};
 
 /// Runs the manager until a shutdown signal or a fatal error.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -33,6 +40,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("loading unfinished tasks")?;
     let mut engine_task = tokio::spawn(engine.run());
+    let (pipelines, pipelines_handle) = pipeline::Engine::start(
+        store.clone(),
+        handle.clone(),
+        Arc::new(pipeline::steps::Registry::builtin()),
+    )
+    .await
+    .context("loading unfinished executions")?;
+    let mut pipelines_task = tokio::spawn(pipelines.run());
+    let trigger_key = MasterKey::load_or_create(&*store, dray_shared::clock::now_ms())
+        .await
+        .context("loading the trigger master key")?;
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -44,7 +62,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let http = axum::serve(http_listener, router(HttpState { ready: ready.clone(), metrics }));
+    let webhooks =
+        WebhookState { store: store.clone(), engine: pipelines_handle.clone(), key: trigger_key.clone() };
+    let http = axum::serve(
+        http_listener,
+        router(HttpState { ready: ready.clone(), metrics }).merge(receiver::router(webhooks)),
+    );
 
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&materials.server.cert_pem, &materials.server.key_pem))
@@ -53,6 +76,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<ApiServer<ApiSvc>>().await;
     health.set_serving::<DelegateServiceServer<DelegateSvc>>().await;
+    health.set_serving::<PipelinesServer<PipelinesSvc>>().await;
+    health.set_serving::<TriggersServer<TriggersSvc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -71,6 +96,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(DelegateServiceServer::new(delegate_svc))
         .add_service(ApiServer::with_interceptor(api_svc, bearer_check(materials.admin_token.clone())))
+        .add_service(PipelinesServer::with_interceptor(
+            PipelinesSvc::new(store.clone(), pipelines_handle.clone()),
+            bearer_check(materials.admin_token.clone()),
+        ))
+        .add_service(TriggersServer::with_interceptor(
+            TriggersSvc::new(store.clone(), trigger_key),
+            bearer_check(materials.admin_token.clone()),
+        ))
         .serve_with_incoming_shutdown(
             // No Nagle on accepted connections: small replies would otherwise wait
             // ~40 ms for the peer's delayed ACK.
@@ -86,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut grpc_task = tokio::spawn(grpc);
     let mut http_task = tokio::spawn(async move { http.await });
 
+    let mut scheduler_task = tokio::spawn(Scheduler::new(store.clone(), pipelines_handle.clone()).run());
     ready.store(true, Ordering::Release);
     info!(
         grpc_addr = %grpc_addr,
@@ -102,10 +136,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             error!("The lease engine stopped.");
             match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(anyhow::Error::new(e).context("lease engine")), Err(e) => Err(e.into()) }
         }
+        r = &mut pipelines_task => {
+            error!("The pipeline engine stopped.");
+            match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(anyhow::Error::new(e).context("pipeline engine")), Err(e) => Err(e.into()) }
+        }
         r = &mut grpc_task => Err(anyhow::anyhow!("gRPC server stopped: {r:?}")),
+        r = &mut scheduler_task => Err(anyhow::anyhow!("cron scheduler stopped: {r:?}")),
         r = &mut http_task => Err(anyhow::anyhow!("HTTP server stopped: {r:?}")),
     };
     ready.store(false, Ordering::Release);
+    scheduler_task.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc_task).await;
     result

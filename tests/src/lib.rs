@@ -346,6 +346,29 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// Minimal HTTP/1.1 POST with extra headers; returns status and body.
+pub fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    // One write, as in `http_get`.
+    s.write_all(&bytes).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
 /// Delegate knobs for tests.
 #[derive(Debug, Clone)]
 pub struct DelegateOpts {
@@ -601,5 +624,70 @@ impl Delegate {
         d.spawn()?;
         d.wait_connected(1)?;
         Ok(d)
+    }
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// One node of an execution (from `describe execution -o json`) by path.
+pub fn node<'a>(execution: &'a Value, path: &str) -> &'a Value {
+    execution["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["path"] == path))
+        .unwrap_or_else(|| panic!("no node {path} in {execution}"))
+}
+
+impl Manager {
+    /// `dray apply -f PATH`; returns stdout.
+    pub fn apply(&self, path: &Path) -> anyhow::Result<String> {
+        self.cli_ok(&["apply", "-f", &path.display().to_string()])
+    }
+
+    /// `dray run PIPELINE EXTRA…`; returns the execution id.
+    pub fn run_pipeline(&self, pipeline: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["run", pipeline];
+        args.extend_from_slice(extra);
+        Ok(self.cli_ok(&args)?.lines().next().unwrap_or_default().trim().to_string())
+    }
+
+    /// An execution with its nodes, as JSON.
+    pub fn execution(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.cli_ok(&["describe", "execution", id, "-o", "json"])?)?)
+    }
+
+    /// Waits until the execution has one of `statuses`; returns it.
+    pub fn wait_execution(&self, id: &str, statuses: &[&str], timeout: Duration) -> anyhow::Result<Value> {
+        let mut last = Value::Null;
+        let r = wait_for(&format!("execution {id} to reach {statuses:?}"), timeout, || {
+            let e = self.execution(id).ok()?;
+            last = e.clone();
+            statuses.contains(&e["status"].as_str().unwrap_or_default()).then_some(e)
+        });
+        r.with_context(|| format!("last seen: {last:#}"))
+    }
+
+    /// Waits until node `path` of the execution has one of `statuses`; returns the execution.
+    pub fn wait_node(
+        &self,
+        id: &str,
+        path: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let mut last = Value::Null;
+        let r = wait_for(&format!("{path} of {id} to reach {statuses:?}"), timeout, || {
+            let e = self.execution(id).ok()?;
+            last = e.clone();
+            statuses.contains(&node(&e, path)["status"].as_str().unwrap_or_default()).then_some(e)
+        });
+        r.with_context(|| format!("last seen: {last:#}"))
+    }
+
+    /// `dray logs EXECUTION --step PATH`.
+    pub fn step_logs(&self, id: &str, step: &str) -> anyhow::Result<String> {
+        self.cli_ok(&["logs", id, "--step", step])
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dray_shared::pb::api_client::ApiClient;
+use dray_shared::pb::pipelines_client::PipelinesClient as PipelinesGrpc;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -30,6 +31,9 @@ pub struct ClientArgs {
 /// An authenticated API client.
 pub type Client = ApiClient<InterceptedService<Channel, Bearer>>;
 
+/// An authenticated pipelines client.
+pub type PipelinesClient = PipelinesGrpc<InterceptedService<Channel, Bearer>>;
+
 /// Adds the bearer token to every call.
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
@@ -44,6 +48,18 @@ impl tonic::service::Interceptor for Bearer {
 impl ClientArgs {
     /// Connects to the manager.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        let (channel, bearer) = self.channel().await?;
+        Ok(ApiClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Connects to the manager's pipelines service.
+    pub async fn pipelines(&self) -> anyhow::Result<PipelinesClient> {
+        let (channel, bearer) = self.channel().await?;
+        Ok(PipelinesGrpc::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// A TLS channel to the manager and the bearer interceptor for it.
+    pub async fn channel(&self) -> anyhow::Result<(Channel, Bearer)> {
         let ca_file = self.ca_file.clone().unwrap_or_else(|| self.data_dir.join("ca.pem"));
         let ca = std::fs::read_to_string(&ca_file).with_context(|| {
             format!(
@@ -67,6 +83,6 @@ impl ClientArgs {
             .context("the API token has invalid characters")?;
         let endpoint = dray_shared::tls::endpoint(&self.server, &ca, None)?;
         let channel = dray_shared::tls::connect(&self.server, endpoint).await?;
-        Ok(ApiClient::with_interceptor(channel, Bearer(header)).max_decoding_message_size(64 * 1024 * 1024))
+        Ok((channel, Bearer(header)))
     }
 }

@@ -2,7 +2,10 @@
 //! a client of the manager's gRPC API.
 
 pub mod client;
+pub mod entities;
 pub mod output;
+pub mod pipelines;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,20 +46,59 @@ enum Command {
     /// Run, inspect and cancel tasks.
     #[command(subcommand)]
     Task(TaskCmd),
-    /// List tasks, delegates or leases.
+    /// List tasks, delegates, leases, executions or entities (services, pipelines…).
     #[command(subcommand)]
     Get(GetCmd),
-    /// Print a task's log; -f follows it until the task ends.
+    /// Print the log of a task, or of an execution's steps; -f follows it until it ends.
     Logs {
-        /// Task id.
+        /// Task id or execution id.
         task: String,
-        /// Keep streaming until the task ends.
+        /// Only this step of an execution (a path such as build.say), with its children.
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep streaming until the task or execution ends.
         #[arg(short, long)]
         follow: bool,
     },
+    /// Run a pipeline; prints the execution id.
+    Run(pipelines::RunArgs),
+    /// Approve (or --reject) a step waiting for approval.
+    Approve(pipelines::ApproveArgs),
+    /// Choose the action for a step waiting on manual intervention.
+    Intervene(pipelines::InterveneArgs),
+    /// Abort an execution.
+    Abort {
+        /// Execution id.
+        execution: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Pause an execution: running steps finish, nothing new starts.
+    Pause {
+        /// Execution id.
+        execution: String,
+    },
+    /// Resume a paused execution.
+    Resume {
+        /// Execution id.
+        execution: String,
+    },
+    /// Show one execution (the tree of stages, groups and steps), or an entity with its YAML.
+    #[command(subcommand)]
+    Describe(DescribeCmd),
     /// Watch lease events live.
     #[command(subcommand)]
     Leases(LeasesCmd),
+    /// Webhook URLs and secrets of triggers, and what became of their deliveries and fires.
+    #[command(subcommand)]
+    Trigger(triggers::TriggerCmd),
+    /// Create or update entities (services, environments, pipelines…) from YAML.
+    Apply(entities::ApplyArgs),
+    /// Check entity YAML (references against the manager's store) without applying it.
+    Validate(entities::ValidateArgs),
+    /// Delete an entity (refused while another references it).
+    Delete(entities::DeleteArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +165,9 @@ enum TaskCmd {
         /// Environment variable KEY=VALUE for the script (repeatable; values may hold secret references).
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        /// Shell variable whose final value becomes a task output (repeatable); see `dray task get`.
+        #[arg(long = "output-var")]
+        output_vars: Vec<String>,
         /// Stream the logs and exit 0 only if the task succeeded.
         #[arg(long, short)]
         wait: bool,
@@ -166,6 +211,33 @@ enum GetCmd {
     Delegates,
     /// Offered and running leases.
     Leases,
+    /// Pipeline executions, newest first.
+    #[command(alias = "execution")]
+    Executions {
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only these statuses (repeatable): Running, Paused, Succeeded, Failed, Aborted.
+        #[arg(long)]
+        status: Vec<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    #[command(flatten)]
+    Entity(entities::EntityCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DescribeCmd {
+    /// An execution: status, delegate, duration, outputs and failure of every node.
+    #[command(alias = "executions")]
+    Execution {
+        /// Execution id.
+        id: String,
+    },
+    #[command(flatten)]
+    Entity(entities::EntityCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,7 +250,7 @@ enum LeasesCmd {
     },
 }
 
-fn scope_of(project: Option<&str>) -> anyhow::Result<Option<pb::Scope>> {
+pub(crate) fn scope_of(project: Option<&str>) -> anyhow::Result<Option<pb::Scope>> {
     let Some(p) = project else { return Ok(None) };
     let mut parts = p.splitn(2, '/');
     let org = parts.next().unwrap_or_default().to_string();
@@ -196,7 +268,7 @@ fn duration_ms(flag: &str, v: &str) -> anyhow::Result<u64> {
 }
 
 /// Makes gRPC errors read like CLI errors.
-fn status(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     match e.code() {
         Code::Unavailable => anyhow::anyhow!("manager unavailable: {}", e.message()),
         Code::Unauthenticated => anyhow::anyhow!("not authenticated: {}", e.message()),
@@ -229,11 +301,52 @@ impl Cli {
             Command::DelegateToken(cmd) => tokens(&mut self.client.connect().await?, cmd, fmt).await,
             Command::Delegate(cmd) => delegates(&mut self.client.connect().await?, cmd, fmt).await,
             Command::Task(cmd) => tasks(&mut self.client.connect().await?, cmd, fmt).await,
+            Command::Get(GetCmd::Executions { pipeline, status, limit }) => {
+                pipelines::list(&mut self.client.pipelines().await?, pipeline, status, limit, fmt).await
+            }
+            Command::Get(GetCmd::Entity(cmd)) => {
+                entities::get(&mut self.client.connect().await?, cmd, fmt).await
+            }
             Command::Get(cmd) => get(&mut self.client.connect().await?, cmd, fmt).await,
-            Command::Logs { task, follow } => {
-                let state = logs(&mut self.client.connect().await?, &task, follow).await?;
+            Command::Logs { task, step, follow } => {
+                let mut c = self.client.connect().await?;
+                let mut p = self.client.pipelines().await?;
+                let is_execution =
+                    p.get_execution(pb::GetExecutionRequest { id: task.clone() }).await.is_ok();
+                if is_execution {
+                    return pipelines::execution_logs(&mut p, &mut c, &task, step.as_deref(), follow).await;
+                }
+                if step.is_some() {
+                    bail!("--step needs an execution id; {task} is not one");
+                }
+                let state = logs(&mut c, &task, follow).await?;
                 Ok(state.map(exit_code_for).unwrap_or(0))
             }
+            Command::Run(args) => pipelines::run(&mut self.client.pipelines().await?, args).await,
+            Command::Approve(args) => pipelines::approve(&mut self.client.pipelines().await?, args).await,
+            Command::Intervene(args) => pipelines::intervene(&mut self.client.pipelines().await?, args).await,
+            Command::Abort { execution, reason } => {
+                let p = &mut self.client.pipelines().await?;
+                pipelines::control(p, pipelines::Control::Abort, execution, reason).await
+            }
+            Command::Pause { execution } => {
+                let p = &mut self.client.pipelines().await?;
+                pipelines::control(p, pipelines::Control::Pause, execution, None).await
+            }
+            Command::Resume { execution } => {
+                let p = &mut self.client.pipelines().await?;
+                pipelines::control(p, pipelines::Control::Resume, execution, None).await
+            }
+            Command::Describe(DescribeCmd::Execution { id }) => {
+                pipelines::describe(&mut self.client.pipelines().await?, &id, fmt).await
+            }
+            Command::Describe(DescribeCmd::Entity(cmd)) => {
+                entities::describe(&mut self.client.connect().await?, cmd, fmt).await
+            }
+            Command::Apply(args) => entities::apply(&mut self.client.connect().await?, args, fmt).await,
+            Command::Validate(args) => entities::validate(&mut self.client.connect().await?, args, fmt).await,
+            Command::Delete(args) => entities::delete(&mut self.client.connect().await?, args).await,
+            Command::Trigger(cmd) => triggers::run(&self.client, cmd, fmt).await,
             Command::Leases(LeasesCmd::Watch { no_renewals }) => {
                 watch(&mut self.client.connect().await?, fmt, no_renewals).await?;
                 Ok(0)
@@ -347,14 +460,15 @@ async fn submit(c: &mut Client, spec: pb::TaskSpec) -> anyhow::Result<String> {
 
 async fn tasks(c: &mut Client, cmd: TaskCmd, fmt: Format) -> anyhow::Result<i32> {
     match cmd {
-        TaskCmd::Run { selectors, project, timeout, queue_timeout, env, wait, script } => {
+        TaskCmd::Run { selectors, project, timeout, queue_timeout, env, output_vars, wait, script } => {
             let mut vars = BTreeMap::new();
             for kv in env {
                 let (k, v) =
                     kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
                 vars.insert(k.to_string(), v.to_string());
             }
-            let mut spec = task::shell_spec(&script.join(" "), vars);
+            let vars_out: Vec<&str> = output_vars.iter().map(String::as_str).collect();
+            let mut spec = task::shell_spec_with_outputs(&script.join(" "), vars, &vars_out);
             spec.selectors = selectors;
             spec.scope = scope_of(project.as_deref())?;
             if let Some(t) = timeout {
@@ -372,7 +486,7 @@ async fn tasks(c: &mut Client, cmd: TaskCmd, fmt: Format) -> anyhow::Result<i32>
         TaskCmd::Get { id } => {
             let t: TaskView =
                 c.get_task(pb::GetTaskRequest { id }).await.map_err(status)?.into_inner().into();
-            print(fmt, &t, || task_table(std::slice::from_ref(&t)))?;
+            print(fmt, &t, || format!("{}{}", task_table(std::slice::from_ref(&t)), task_details(&t)))?;
             Ok(0)
         }
         TaskCmd::Cancel { id } => {
@@ -406,7 +520,7 @@ async fn run_task(c: &mut Client, spec: pb::TaskSpec, wait: bool) -> anyhow::Res
 }
 
 /// Prints a task's log; returns its final state when following.
-async fn logs(c: &mut Client, id: &str, follow: bool) -> anyhow::Result<Option<TaskState>> {
+pub(crate) async fn logs(c: &mut Client, id: &str, follow: bool) -> anyhow::Result<Option<TaskState>> {
     let mut stream =
         c.task_logs(pb::TaskLogsRequest { id: id.to_string(), follow }).await.map_err(status)?.into_inner();
     let mut out = std::io::stdout().lock();
@@ -427,6 +541,27 @@ async fn logs(c: &mut Client, id: &str, follow: bool) -> anyhow::Result<Option<T
         }
     }
     Ok(None)
+}
+
+/// What `task get` shows below the table: the error type and the outputs, one
+/// per line, each value on one line (escaped) and cut at 200 characters.
+fn task_details(t: &TaskView) -> String {
+    let mut out = String::new();
+    if let Some(e) = &t.error_type {
+        out.push_str(&format!("\nError type: {e}\n"));
+    }
+    if !t.outputs.is_empty() {
+        out.push_str("\nOutputs:\n");
+        let width = t.outputs.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+        for (k, v) in &t.outputs {
+            let mut shown: String = v.escape_debug().take(200).collect();
+            if v.escape_debug().nth(200).is_some() {
+                shown.push('…');
+            }
+            out.push_str(&format!("  {k:<width$}  {shown}\n"));
+        }
+    }
+    out
 }
 
 fn task_table(tasks: &[TaskView]) -> String {
@@ -508,6 +643,8 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
                 )
             })?;
         }
+        GetCmd::Executions { .. } => bail!("`get executions` is served by the pipelines client"),
+        GetCmd::Entity(_) => bail!("entities are served by `entities::get`"),
         GetCmd::Leases => {
             let ls: Vec<LeaseView> = c
                 .list_leases(pb::ListLeasesRequest {})

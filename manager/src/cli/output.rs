@@ -1,6 +1,8 @@
 //! Output formats for read commands: aligned tables for people, JSON and YAML
 //! for scripts. Views are plain serde structs so all three show the same fields.
 
+use std::collections::BTreeMap;
+
 use dray_shared::pb;
 use serde::Serialize;
 
@@ -35,6 +37,11 @@ pub struct TaskView {
     pub exit_code: Option<i32>,
     /// Why it ended that way.
     pub reason: Option<String>,
+    /// Classified failure (`Timeout`, `DelegateRestart`...), when it failed,
+    /// was lost or expired.
+    pub error_type: Option<String>,
+    /// Values the task produced (shell output variables, HTTP response...).
+    pub outputs: BTreeMap<String, String>,
     /// Delegate tags required.
     pub selectors: Vec<String>,
     /// account/org/project.
@@ -64,6 +71,8 @@ impl From<pb::Task> for TaskView {
             epoch: t.epoch,
             exit_code: t.has_exit_code.then_some(t.exit_code),
             reason: opt(t.reason),
+            error_type: opt(t.error_type),
+            outputs: t.outputs.into_iter().collect(),
             selectors: spec.selectors,
             scope: spec.scope.map(|s| s.display()).unwrap_or_default(),
             created_ms: t.created_ms,

@@ -30,6 +30,7 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct ApiSvc {
     store: Arc<dyn Store>,
     engine: Handle,
+    entities: super::entities_svc::EntitiesSvc,
 }
 
 /// A tonic interceptor accepting only `authorization: Bearer <admin token>`.
@@ -84,6 +85,8 @@ fn to_pb(r: TaskRecord, names: &HashMap<DelegateId, String>) -> pb::Task {
         created_ms: r.created_ms,
         started_ms: r.started_ms.unwrap_or_default(),
         finished_ms: r.finished_ms.unwrap_or_default(),
+        outputs: r.outputs.into_iter().collect(),
+        error_type: r.error_type,
     }
 }
 
@@ -97,9 +100,17 @@ fn log_entry(l: LogRecord) -> pb::TaskLogEntry {
 }
 
 impl ApiSvc {
+    /// Checks applied pipelines' steps against `step_types` instead of the built-in ones.
+    pub fn with_step_types(mut self, step_types: crate::model::StepTypes) -> Self {
+        self.entities = super::entities_svc::EntitiesSvc::new(self.store.clone(), step_types);
+        self
+    }
+
     /// An API over `store` and `engine`.
     pub fn new(store: Arc<dyn Store>, engine: Handle) -> Self {
-        ApiSvc { store, engine }
+        let entities =
+            super::entities_svc::EntitiesSvc::new(store.clone(), crate::model::StepTypes::builtin());
+        ApiSvc { store, engine, entities }
     }
 
     async fn names(&self) -> Result<HashMap<DelegateId, String>, Status> {
@@ -442,5 +453,31 @@ impl Api for ApiSvc {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all, fields(files = req.get_ref().files.len()))]
+    async fn apply_entities(
+        &self,
+        req: Request<pb::ApplyEntitiesRequest>,
+    ) -> Result<Response<pb::ApplyEntitiesResponse>, Status> {
+        self.entities.apply(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_entity(&self, req: Request<pb::GetEntityRequest>) -> Result<Response<pb::Entity>, Status> {
+        self.entities.get(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_entities(
+        &self,
+        req: Request<pb::ListEntitiesRequest>,
+    ) -> Result<Response<pb::ListEntitiesResponse>, Status> {
+        self.entities.list(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_entity(
+        &self,
+        req: Request<pb::DeleteEntityRequest>,
+    ) -> Result<Response<pb::Entity>, Status> {
+        self.entities.delete(req.into_inner()).await.map(Response::new)
     }
 }

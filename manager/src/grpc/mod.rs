@@ -3,4 +3,7 @@
 
 pub mod api_svc;
 pub mod delegate_svc;
+pub mod entities_svc;
+pub mod pipelines_svc;
 pub mod status;
+pub mod triggers_svc;

@@ -15,6 +15,11 @@
 //! Soft state, not persisted: lease expiry times (reset to a full TTL for every
 //! running task when the manager starts, so delegates can reconnect), delegate
 //! credits, and cancel requests for running tasks.
+//!
+//! In-process consumers (the pipeline engine) submit tasks under ids they chose
+//! ([`Handle::submit_with_ids`], idempotent, so a restarted consumer can submit
+//! again safely) and hear about every task reaching a final state, with its
+//! committed row, on [`Handle::finished`].
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -35,6 +40,11 @@ use crate::store::{self, AuditRecord, Batch, LogRecord, Store, TaskRecord, TaskW
 
 /// Most queued tasks one dispatch pass looks at.
 const MAX_SCAN: usize = 10_000;
+/// Rows the `finished` feed buffers for a slow consumer before it lags (a
+/// lagging consumer re-reads the rows it missed from the store).
+const FINISHED_CAPACITY: usize = 65_536;
+/// Attempts at a retryable store read inside a turn before the engine stops.
+const READ_ATTEMPTS: u32 = 20;
 
 /// Timing knobs of the engine.
 #[derive(Debug, Clone)]
@@ -134,6 +144,7 @@ pub struct Snapshot {
 
 enum Command {
     Submit { specs: Vec<pb::TaskSpec>, reply: oneshot::Sender<Vec<TaskId>> },
+    SubmitWithIds { tasks: Vec<(TaskId, pb::TaskSpec)>, reply: oneshot::Sender<()> },
     Cancel { id: TaskId, reply: oneshot::Sender<CancelOutcome> },
     Attach(Box<Attach>),
     Inbound { delegate: DelegateId, session: u64, msg: pb::delegate_message::Msg },
@@ -154,6 +165,7 @@ pub struct Handle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<pb::LeaseEvent>,
     changes: broadcast::Sender<TaskId>,
+    finished: broadcast::Sender<Arc<TaskRecord>>,
     config: Arc<EngineConfig>,
 }
 
@@ -167,6 +179,25 @@ impl Handle {
     /// Submits validated specs; returns their ids once they are durable.
     pub async fn submit(&self, specs: Vec<pb::TaskSpec>) -> Result<Vec<TaskId>, Stopped> {
         self.call(|reply| Command::Submit { specs, reply }).await
+    }
+
+    /// Submits tasks whose ids the caller chose (UUIDv7 from `TaskId::new()`).
+    /// Idempotent: an id that already exists (in memory or in the store) is
+    /// left as is and reported Ok, so a consumer that restarted can submit
+    /// again whatever it is not sure was submitted. Returns once the new rows
+    /// are durable. Specs must be valid as `SubmitTasks` requires
+    /// (`task::validate`, a scope with its account); an id listed twice is
+    /// submitted once, with its first spec.
+    pub async fn submit_with_ids(&self, tasks: Vec<(TaskId, pb::TaskSpec)>) -> Result<(), Stopped> {
+        self.call(|reply| Command::SubmitWithIds { tasks, reply }).await
+    }
+
+    /// Every task reaching a final state, after its row is committed. Only
+    /// transitions after subscribing are seen; a receiver that lags (more than
+    /// 65,536 rows behind) gets `RecvError::Lagged` and must re-read the rows it
+    /// cares about from the store.
+    pub fn finished(&self) -> broadcast::Receiver<Arc<TaskRecord>> {
+        self.finished.subscribe()
     }
 
     /// Cancels a task.
@@ -264,8 +295,28 @@ enum After {
     Publish(pb::LeaseEvent),
     Reply(oneshot::Sender<Vec<TaskId>>, Vec<TaskId>),
     Changed(TaskId),
-    Finished(TaskId),
+    /// The task is final; its committed row, when anyone listens for it.
+    Finished(TaskId, Option<Arc<TaskRecord>>),
     Then(Box<dyn FnOnce() + Send>),
+}
+
+/// Whether a row for `id` exists, retrying a store that is briefly unavailable.
+async fn stored(store: &dyn Store, id: TaskId) -> Result<bool, store::Error> {
+    let mut attempt = 0u32;
+    loop {
+        match store.get_task(id).await {
+            Ok(row) => return Ok(row.is_some()),
+            Err(e) if e.is_retryable() && attempt < READ_ATTEMPTS => {
+                attempt += 1;
+                warn!(error = %e, attempt, "Store read failed; retrying.");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
+            }
+            Err(e) => {
+                error!(error = %e, "Store read failed for good; stopping the lease engine.");
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// The engine itself; see the module docs.
@@ -276,8 +327,12 @@ pub struct Engine {
     rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<pb::LeaseEvent>,
     changes: broadcast::Sender<TaskId>,
+    finished: broadcast::Sender<Arc<TaskRecord>>,
 
     tasks: HashMap<TaskId, Live>,
+    /// Caller-chosen-id submissions of this turn, admitted after a store check.
+    pending_ids: Vec<(TaskId, pb::TaskSpec)>,
+    pending_replies: Vec<oneshot::Sender<()>>,
     queue: BTreeMap<u64, TaskId>,
     next_queue_seq: u64,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -313,6 +368,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(65_536);
         let (events, _) = broadcast::channel(16_384);
         let (changes, _) = broadcast::channel(16_384);
+        let (finished, _) = broadcast::channel(FINISHED_CAPACITY);
         let config = Arc::new(config);
         let mut engine = Engine {
             store: store.clone(),
@@ -321,7 +377,10 @@ impl Engine {
             rx,
             events: events.clone(),
             changes: changes.clone(),
+            finished: finished.clone(),
             tasks: HashMap::new(),
+            pending_ids: Vec::new(),
+            pending_replies: Vec::new(),
             queue: BTreeMap::new(),
             next_queue_seq: 0,
             timers: BinaryHeap::new(),
@@ -362,7 +421,7 @@ impl Engine {
             engine.restore(record, next_log_seq);
         }
         info!(tasks.queued = queued, tasks.running = running, "Lease engine loaded unfinished tasks.");
-        let handle = Handle { tx, events, changes, config };
+        let handle = Handle { tx, events, changes, finished, config };
         Ok((engine, handle))
     }
 
@@ -371,6 +430,8 @@ impl Engine {
         lease.epoch = r.epoch;
         lease.delegate = r.delegate_id;
         lease.started_ms = r.started_ms;
+        lease.outputs = r.outputs;
+        lease.error_type = r.error_type;
         let id = r.id;
         let queue_seq = self.next_queue_seq;
         self.next_queue_seq += 1;
@@ -442,6 +503,7 @@ impl Engine {
                 taken += 1;
             }
             self.now = now_ms();
+            self.admit_with_ids().await?;
             self.fire_timers();
             self.dispatch();
             self.commit().await?;
@@ -454,8 +516,13 @@ impl Engine {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { specs, reply } => {
-                let ids = specs.into_iter().map(|s| self.submit(s)).collect();
+                let ids = specs.into_iter().map(|s| self.submit(TaskId::new(), s)).collect();
                 self.after.push(After::Reply(reply, ids));
+            }
+            Command::SubmitWithIds { tasks, reply } => {
+                // Admitted by `admit_with_ids` once the store has been asked.
+                self.pending_ids.extend(tasks);
+                self.pending_replies.push(reply);
             }
             Command::Cancel { id, reply } => {
                 let outcome = match self.tasks.get(&id).map(|l| l.lease.state) {
@@ -524,8 +591,32 @@ impl Engine {
         self.after.push(After::Then(Box::new(f)));
     }
 
-    fn submit(&mut self, mut spec: pb::TaskSpec) -> TaskId {
-        let id = TaskId::new();
+    /// Admits this turn's caller-chosen-id submissions: an id live in memory or
+    /// already stored is skipped (inserting it again would fail the whole
+    /// commit). The engine is the only writer of task rows and every earlier
+    /// commit is done, so what the store says now cannot change before this
+    /// turn's commit. Callers hear back after that commit.
+    async fn admit_with_ids(&mut self) -> Result<(), store::Error> {
+        if self.pending_replies.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        for (id, spec) in std::mem::take(&mut self.pending_ids) {
+            // `tasks` also holds ids admitted a moment ago, so repeats are skipped.
+            if self.tasks.contains_key(&id) || stored(&*store, id).await? {
+                continue;
+            }
+            self.submit(id, spec);
+        }
+        for reply in std::mem::take(&mut self.pending_replies) {
+            self.then(move || {
+                let _ = reply.send(());
+            });
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, id: TaskId, mut spec: pb::TaskSpec) -> TaskId {
         if spec.timeout_ms == 0 {
             spec.timeout_ms = self.config.task_timeout.as_millis() as u64;
         }
@@ -705,6 +796,8 @@ impl Engine {
                     exit_code: r.has_exit_code.then_some(r.exit_code),
                     message: r.message,
                     cancelled: r.cancelled,
+                    outputs: r.outputs.into_iter().collect(),
+                    error_type: r.error_type,
                 };
                 self.holder_event(delegate, &r.task_id, r.epoch, |by, epoch| Event::Finish {
                     by,
@@ -856,7 +949,13 @@ impl Engine {
             }
             if after_state.is_final() {
                 self.tasks.remove(&id);
-                self.after.push(After::Finished(id));
+                // Every final transition persists, so the staged write is the final row.
+                let row = if self.finished.receiver_count() > 0 {
+                    self.staged.get(&id).map(|w| Arc::new(w.record.clone()))
+                } else {
+                    None
+                };
+                self.after.push(After::Finished(id, row));
             } else {
                 self.after.push(After::Changed(id));
             }
@@ -927,6 +1026,8 @@ impl Engine {
             delegate_id: l.delegate,
             exit_code: l.exit_code,
             reason: l.reason.clone(),
+            outputs: l.outputs.clone(),
+            error_type: l.error_type.clone(),
             created_ms: live.created_ms,
             started_ms: l.started_ms,
             finished_ms: l.finished_ms,
@@ -1130,13 +1231,16 @@ impl Engine {
                     }
                 }
                 After::Then(f) => f(),
-                After::Finished(id) => {
+                After::Finished(id, row) => {
                     if let Some(ws) = self.waiters.remove(&id) {
                         for w in ws {
                             let _ = w.send(());
                         }
                     }
                     let _ = self.changes.send(id);
+                    if let Some(row) = row {
+                        let _ = self.finished.send(row);
+                    }
                 }
             }
         }
@@ -1152,13 +1256,21 @@ mod tests {
 
     async fn engine() -> (Handle, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
+        let (handle, _) = engine_on(&dir).await;
+        (handle, dir)
+    }
+
+    /// An engine on the SQLite file in `dir` (created or reopened), and its store.
+    async fn engine_on(dir: &tempfile::TempDir) -> (Handle, Arc<dyn Store>) {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
         store.migrate().await.unwrap();
         let (engine, handle) =
-            Engine::start(store, EngineConfig::default(), Arc::new(Metrics::new())).await.unwrap();
+            Engine::start(Arc::clone(&store), EngineConfig::default(), Arc::new(Metrics::new()))
+                .await
+                .unwrap();
         tokio::spawn(engine.run());
-        (handle, dir)
+        (handle, store)
     }
 
     fn noop(pinned: Option<DelegateId>) -> pb::TaskSpec {
@@ -1191,6 +1303,82 @@ mod tests {
                 return o;
             }
         }
+    }
+
+    async fn next_finished(rx: &mut broadcast::Receiver<Arc<TaskRecord>>) -> Arc<TaskRecord> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn tasks_with_chosen_ids_are_submitted_once_and_finish_with_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, store) = engine_on(&dir).await;
+        let mut finished = h.finished();
+        let id = TaskId::new();
+        let other = TaskId::new();
+        h.submit_with_ids(vec![(id, noop(None)), (id, noop(None)), (other, noop(None))]).await.unwrap();
+        let row = store.get_task(id).await.unwrap().expect("durable when the call returns");
+        assert_eq!((row.state, row.version), (TaskState::Queued, 1));
+        // Again while live: nothing changes.
+        h.submit_with_ids(vec![(id, noop(None))]).await.unwrap();
+        assert_eq!(store.get_task(id).await.unwrap(), Some(row));
+
+        let (d, mut rx) = attach(&h, 1).await;
+        let offer = next_offer(&mut rx).await;
+        let epoch = offer.epoch;
+        let first: TaskId = offer.task_id.parse().unwrap();
+        h.inbound(
+            d,
+            1,
+            pb::delegate_message::Msg::Ack(pb::OfferAck { task_id: offer.task_id.clone(), epoch }),
+        )
+        .await
+        .unwrap();
+        let result = pb::TaskResult {
+            task_id: offer.task_id,
+            epoch,
+            success: false,
+            exit_code: 3,
+            has_exit_code: true,
+            message: "exit code 3".into(),
+            outputs: [("X".to_string(), "before exit".to_string())].into(),
+            error_type: "Unknown".into(),
+            ..Default::default()
+        };
+        h.inbound(d, 1, pb::delegate_message::Msg::Result(result)).await.unwrap();
+        let done = next_finished(&mut finished).await;
+        assert_eq!(done.id, first);
+        assert_eq!((done.state, done.error_type.as_str()), (TaskState::Failed, "Unknown"));
+        assert_eq!(done.outputs["X"], "before exit");
+        assert_eq!(
+            store.get_task(first).await.unwrap().as_ref(),
+            Some(&*done),
+            "published row is the committed row"
+        );
+
+        // Finished and gone from memory, then the engine restarts: only the store knows it.
+        drop(h);
+        let (h, store) = engine_on(&dir).await;
+        h.submit_with_ids(vec![(first, noop(None))]).await.unwrap();
+        assert_eq!(store.get_task(first).await.unwrap().as_ref(), Some(&*done), "left as it was");
+        assert_eq!(store.list_tasks(&[], 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_and_cancelled_tasks_are_published_with_their_error_type() {
+        let (h, _dir) = engine().await;
+        let mut finished = h.finished();
+        let expiring = TaskId::new();
+        let spec = pb::TaskSpec { queue_timeout_ms: 1, ..noop(None) };
+        h.submit_with_ids(vec![(expiring, spec)]).await.unwrap();
+        let done = next_finished(&mut finished).await;
+        assert_eq!(done.id, expiring);
+        assert_eq!((done.state, done.error_type.as_str()), (TaskState::Expired, "DelegateProvisioning"));
+
+        let cancelled = h.submit(vec![noop(Some(DelegateId::new()))]).await.unwrap()[0];
+        assert_eq!(h.cancel(cancelled).await.unwrap(), CancelOutcome::Cancelled);
+        let done = next_finished(&mut finished).await;
+        assert_eq!((done.id, done.state, done.error_type.as_str()), (cancelled, TaskState::Cancelled, ""));
     }
 
     #[tokio::test]

@@ -7,7 +7,14 @@
 //! unfinished state. Every offer takes a new, higher epoch; acks, heartbeats and
 //! results must carry the current epoch and come from the delegate holding it.
 //! A running lease that is not renewed becomes `lost` and is never re-offered.
+//!
+//! Final states carry an error type (`dray_shared::error_type`): a failure keeps
+//! the delegate's (`Unknown` when it sent none), `lost` is `DelegateRestart`,
+//! `expired` is `DelegateProvisioning`; success and cancel carry none.
 
+use std::collections::BTreeMap;
+
+use dray_shared::error_type;
 use dray_shared::pb::{LeaseEventKind, TaskState};
 use dray_shared::{DelegateId, Epoch};
 
@@ -32,6 +39,10 @@ pub struct Lease {
     pub exit_code: Option<i32>,
     /// Why it ended the way it did.
     pub reason: String,
+    /// Values the task produced, as the delegate reported them.
+    pub outputs: BTreeMap<String, String>,
+    /// Classified failure (an `error_type` name); empty unless failed, lost or expired.
+    pub error_type: String,
     /// An operator asked to cancel a running task; waiting for the delegate.
     pub cancel_requested: bool,
     /// Delegates that declined this task (rejected or did not ack), with why.
@@ -51,6 +62,8 @@ impl Lease {
             finished_ms: None,
             exit_code: None,
             reason: String::new(),
+            outputs: BTreeMap::new(),
+            error_type: String::new(),
             cancel_requested: false,
             declined: Vec::new(),
         }
@@ -58,7 +71,7 @@ impl Lease {
 }
 
 /// How a delegate said a task ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Outcome {
     /// Exit status 0 / handler success.
     pub success: bool,
@@ -68,6 +81,10 @@ pub struct Outcome {
     pub message: String,
     /// The delegate stopped it because it was cancelled.
     pub cancelled: bool,
+    /// Values the task produced (already masked by the delegate).
+    pub outputs: BTreeMap<String, String>,
+    /// The delegate's classification of a failure; may be empty.
+    pub error_type: String,
 }
 
 /// Something that happens to a lease.
@@ -445,6 +462,14 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
                 _ if outcome.message.is_empty() => "failed".into(),
                 _ => outcome.message.clone(),
             };
+            // Outputs are kept whatever the end: a failed script's variables
+            // are often what explains the failure.
+            next.outputs = outcome.outputs.clone();
+            next.error_type = match next.state {
+                S::Failed if outcome.error_type.is_empty() => error_type::UNKNOWN.into(),
+                S::Failed => outcome.error_type.clone(),
+                _ => String::new(),
+            };
             next.finished_ms = Some(now);
             effects.push(Effect::Send { to: *by, epoch: *epoch, msg: Message::ResultAccepted });
             effects.push(publish(
@@ -506,6 +531,7 @@ pub fn step(lease: &Lease, event: Event, now: i64) -> Result<Transition, Refused
         (S::Queued, Event::QueueTimeout { explanation }) => {
             next.state = S::Expired;
             next.reason = explanation.clone();
+            next.error_type = error_type::DELEGATE_PROVISIONING.into();
             next.finished_ms = Some(now);
             true
         }
@@ -549,6 +575,7 @@ fn requeue(next: &mut Lease, by: DelegateId, why: String) {
 fn lose(next: &mut Lease, now: i64, why: &str) {
     next.state = TaskState::Lost;
     next.reason = why.to_string();
+    next.error_type = error_type::DELEGATE_RESTART.into();
     next.finished_ms = Some(now);
 }
 
@@ -588,7 +615,8 @@ mod tests {
                     success: false,
                     exit_code: Some(3),
                     message: "exit code 3".into(),
-                    cancelled: false,
+                    outputs: BTreeMap::from([("X".to_string(), "1".to_string())]),
+                    ..Outcome::default()
                 },
             },
             20,
@@ -597,13 +625,57 @@ mod tests {
         assert_eq!(t.next.state, TaskState::Failed);
         assert_eq!(t.next.exit_code, Some(3));
         assert_eq!(t.next.reason, "exit code 3");
+        assert_eq!(t.next.error_type, "Unknown", "a failure without a type is Unknown");
+        assert_eq!(t.next.outputs["X"], "1", "a failed task keeps its outputs");
+    }
+
+    fn finish(l: &Lease, by: DelegateId, outcome: Outcome) -> Lease {
+        step(l, Event::Finish { by, epoch: l.epoch, outcome }, 20).unwrap().next
+    }
+
+    #[test]
+    fn final_states_carry_their_error_type() {
+        let d = DelegateId::new();
+        let timeout =
+            Outcome { error_type: "Timeout".into(), message: "timed out".into(), ..Outcome::default() };
+        let l = finish(&running(d), d, timeout);
+        assert_eq!((l.state, l.error_type.as_str()), (TaskState::Failed, "Timeout"));
+
+        // Success and cancel carry none, even if the delegate sent one.
+        let ok = Outcome {
+            success: true,
+            error_type: "Unknown".into(),
+            outputs: BTreeMap::from([("httpResponseCode".to_string(), "200".to_string())]),
+            ..Outcome::default()
+        };
+        let l = finish(&running(d), d, ok);
+        assert_eq!((l.state, l.error_type.as_str()), (TaskState::Succeeded, ""));
+        assert_eq!(l.outputs["httpResponseCode"], "200");
+        let cancelled = Outcome { cancelled: true, error_type: "Unknown".into(), ..Outcome::default() };
+        let l = finish(&running(d), d, cancelled);
+        assert_eq!((l.state, l.error_type.as_str()), (TaskState::Cancelled, ""));
+        let l = step(&Lease::queued(), Event::Cancel, 5).unwrap().next;
+        assert_eq!((l.state, l.error_type.as_str()), (TaskState::Cancelled, ""));
+
+        // Lost, however it is lost.
+        let l = running(d);
+        let lost = step(&l, Event::LeaseCheck { epoch: l.epoch }, 5_000).unwrap().next;
+        assert_eq!((lost.state, lost.error_type.as_str()), (TaskState::Lost, "DelegateRestart"));
+        let lost =
+            step(&l, Event::Reattach { by: d, held: None, acked: None, ttl_ms: TTL }, 50).unwrap().next;
+        assert_eq!(lost.error_type, "DelegateRestart");
+        let lost = step(&l, Event::Revoked { delegate: d }, 50).unwrap().next;
+        assert_eq!(lost.error_type, "DelegateRestart");
+
+        let l = step(&Lease::queued(), Event::QueueTimeout { explanation: "nobody".into() }, 5).unwrap().next;
+        assert_eq!((l.state, l.error_type.as_str()), (TaskState::Expired, "DelegateProvisioning"));
     }
 
     #[test]
     fn stale_epoch_and_wrong_delegate_are_refused() {
         let d = DelegateId::new();
         let l = running(d);
-        let outcome = Outcome { success: true, exit_code: Some(0), message: String::new(), cancelled: false };
+        let outcome = Outcome { success: true, exit_code: Some(0), ..Outcome::default() };
         let e = step(&l, Event::Finish { by: d, epoch: Epoch(0), outcome: outcome.clone() }, 20).unwrap_err();
         assert_eq!(e, Refused::StaleEpoch { got: Epoch(0), current: Epoch(1) });
         let other = DelegateId::new();
@@ -621,7 +693,7 @@ mod tests {
         assert_eq!(t.next.state, TaskState::Lost);
         assert!(!t.effects.contains(&Effect::Requeue));
         // A zombie result afterwards is refused.
-        let outcome = Outcome { success: true, exit_code: Some(0), message: String::new(), cancelled: false };
+        let outcome = Outcome { success: true, exit_code: Some(0), ..Outcome::default() };
         assert!(step(&t.next, Event::Finish { by: d, epoch: l.epoch, outcome }, 2000).is_err());
     }
 
@@ -661,7 +733,7 @@ mod tests {
         let t = step(&l, Event::Cancel, 20).unwrap();
         assert!(t.next.cancel_requested);
         assert!(matches!(t.effects[0], Effect::Send { msg: Message::Cancel, .. }));
-        let outcome = Outcome { success: false, exit_code: None, message: "killed".into(), cancelled: true };
+        let outcome = Outcome { message: "killed".into(), cancelled: true, ..Outcome::default() };
         let t = step(&t.next, Event::Finish { by: d, epoch: l.epoch, outcome }, 30).unwrap();
         assert_eq!(t.next.state, TaskState::Cancelled);
     }
@@ -705,7 +777,7 @@ mod tests {
             (d.clone(), e.clone(), any::<bool>()).prop_map(|(by, epoch, success)| Event::Finish {
                 by,
                 epoch,
-                outcome: Outcome { success, exit_code: None, message: String::new(), cancelled: false }
+                outcome: Outcome { success, ..Outcome::default() }
             }),
             e.clone().prop_map(|epoch| Event::AckTimeout { epoch }),
             e.prop_map(|epoch| Event::LeaseCheck { epoch }),
@@ -735,6 +807,12 @@ mod tests {
                         }
                         if before.state == TaskState::Lost {
                             prop_assert_ne!(t.next.state, TaskState::Running);
+                        }
+                        match t.next.state {
+                            TaskState::Failed | TaskState::Lost | TaskState::Expired => {
+                                prop_assert!(!t.next.error_type.is_empty(), "failures are classified")
+                            }
+                            _ => prop_assert_eq!(t.next.error_type.as_str(), "", "only failures are classified"),
                         }
                         lease = t.next;
                     }

@@ -23,7 +23,7 @@ use super::{
 macro_rules! task_columns {
     () => {
         "id, spec, state, epoch, version, delegate_id, exit_code, reason, created_ms, \
-         started_ms, finished_ms, queue_deadline_ms"
+         started_ms, finished_ms, queue_deadline_ms, outputs_json, error_type"
     };
 }
 
@@ -201,6 +201,12 @@ pub(super) fn unfinished_states() -> Vec<i32> {
 /// saturating keeps `seq > after_seq` meaningful for a caller passing `u64::MAX`.
 pub(super) fn db_u64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// JSON text of a task's outputs (`outputs_json`). A map of strings always
+/// encodes, and a `BTreeMap` encodes in key order, so equal maps store equal text.
+pub(super) fn outputs_json(r: &TaskRecord) -> String {
+    serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// JSON text of a delegate's tags: unambiguous for any tag text, unlike joining.
@@ -400,6 +406,9 @@ pub(super) fn task_from_row<R: StoreRow>(row: &R) -> Result<TaskRecord> {
         .opt_text("delegate_id")?
         .map(|s| s.parse::<DelegateId>().map_err(|e| f.corrupt(format_args!("column delegate_id: {e}"))))
         .transpose()?;
+    let outputs_text = f.text("outputs_json")?;
+    let outputs = serde_json::from_str(&outputs_text)
+        .map_err(|e| f.corrupt(format_args!("column outputs_json: {e}")))?;
     Ok(TaskRecord {
         id: f.task_id("id")?,
         spec,
@@ -413,6 +422,8 @@ pub(super) fn task_from_row<R: StoreRow>(row: &R) -> Result<TaskRecord> {
         started_ms: f.opt_int64("started_ms")?,
         finished_ms: f.opt_int64("finished_ms")?,
         queue_deadline_ms: f.int64("queue_deadline_ms")?,
+        outputs,
+        error_type: f.text("error_type")?,
     })
 }
 
@@ -492,6 +503,8 @@ mod tests {
             started_ms: None,
             finished_ms: None,
             queue_deadline_ms: 2,
+            outputs: Default::default(),
+            error_type: String::new(),
         }
     }
 

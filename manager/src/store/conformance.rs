@@ -21,6 +21,7 @@ macro_rules! conformance_suite {
     ($fixture:ty) => {
         $crate::store::conformance::conformance_suite!(@each $fixture;
             task_round_trips_every_field,
+            task_outputs_and_error_type_round_trip,
             list_tasks_filters_by_state_newest_first,
             load_unfinished_is_non_final_oldest_first,
             compare_and_set_updates,
@@ -35,6 +36,8 @@ macro_rules! conformance_suite {
             audit_newest_first,
             big_batch_commits,
             migrate_is_idempotent,
+            executions_round_trip,
+            execution_keys_and_sequences_are_unique,
         );
     };
     (@each $fixture:ty; $($name:ident),* $(,)?) => {
@@ -96,6 +99,8 @@ fn task(created_ms: i64, state: pb::TaskState) -> TaskRecord {
         started_ms: None,
         finished_ms: None,
         queue_deadline_ms: created_ms + 5_000,
+        outputs: Default::default(),
+        error_type: String::new(),
     }
 }
 
@@ -173,6 +178,8 @@ pub(crate) async fn task_round_trips_every_field(store: &dyn Store) -> anyhow::R
     full.started_ms = Some(2_100);
     full.finished_ms = Some(2_200);
     full.queue_deadline_ms = 9_999;
+    full.outputs = [("X".to_string(), "1".to_string())].into();
+    full.error_type = "Unknown".into();
     store.commit(&tasks_batch(vec![insert(&bare), insert(&full)])).await?;
 
     check_eq!(store.get_task(bare.id).await?, Some(bare.clone()));
@@ -180,6 +187,59 @@ pub(crate) async fn task_round_trips_every_field(store: &dyn Store) -> anyhow::R
     check_eq!(store.get_task(TaskId::new()).await?, None);
     check_eq!(store.list_tasks(&[], 10).await?, vec![full.clone(), bare.clone()]);
     check_eq!(store.load_unfinished().await?, vec![bare]);
+    Ok(())
+}
+
+/// Outputs (any text, including JSON-looking, multi-line, empty and large
+/// values) and the error type are stored by inserts and by compare-and-set
+/// updates, alone and many rows at once, and an update replaces the outputs
+/// rather than merging them.
+pub(crate) async fn task_outputs_and_error_type_round_trip(store: &dyn Store) -> anyhow::Result<()> {
+    let a = task(1_000, pb::TaskState::Running);
+    let mut b = task(1_001, pb::TaskState::Queued);
+    b.outputs = [("pre".to_string(), "set at insert".to_string())].into();
+    store.commit(&tasks_batch(vec![insert(&a), insert(&b)])).await?;
+    check_eq!(store.get_task(a.id).await?, Some(a.clone()));
+    check_eq!(store.get_task(b.id).await?, Some(b.clone()));
+
+    let awkward: std::collections::BTreeMap<String, String> = [
+        ("quote", "say \"hi\" and 'bye'; DROP TABLE tasks"),
+        ("lines", "one\ntwo\r\n\tthree"),
+        ("json", r#"{"nested":{"k":[1,2]},"esc":"\u0000"}"#),
+        ("empty", ""),
+        ("unicode", "ünïcode ✓ 😀"),
+        ("httpResponseCode", "503"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("big".to_string(), "x".repeat(64 * 1024))])
+    .collect();
+    let (a2, wa) = update(&a, |t| {
+        t.state = pb::TaskState::Failed;
+        t.outputs = awkward.clone();
+        t.error_type = "Timeout".into();
+        t.finished_ms = Some(1_500);
+    });
+    let (b2, wb) = update(&b, |t| {
+        t.state = pb::TaskState::Expired;
+        t.outputs.clear();
+        t.error_type = "DelegateProvisioning".into();
+    });
+    store.commit(&tasks_batch(vec![wa, wb])).await?;
+    check_eq!(store.get_task(a.id).await?, Some(a2.clone()));
+    check_eq!(store.get_task(b.id).await?, Some(b2.clone()));
+    check_eq!(store.list_tasks(&[pb::TaskState::Failed], 10).await?, vec![a2.clone()]);
+
+    // A later update replaces the whole map.
+    let (a3, wa) = update(&a2, |t| {
+        t.outputs = [("only".to_string(), "this".to_string())].into();
+        t.error_type = "DelegateRestart".into();
+    });
+    store.commit(&tasks_batch(vec![wa])).await?;
+    check_eq!(
+        store.get_task(a.id).await?.map(|t| (t.outputs, t.error_type)),
+        Some((a3.outputs, a3.error_type))
+    );
     Ok(())
 }
 
@@ -680,5 +740,97 @@ pub(crate) async fn migrate_is_idempotent(store: &dyn Store) -> anyhow::Result<(
     check_eq!(store.get_task(a.id).await?, Some(a));
     // An empty batch is a no-op, not an error.
     store.commit(&Batch::default()).await?;
+    Ok(())
+}
+
+fn execution(id: &str, seq: u64, key: Option<&str>) -> super::executions::ExecutionRecord {
+    super::executions::ExecutionRecord {
+        id: id.into(),
+        account: "default".into(),
+        org: "o".into(),
+        project: "p".into(),
+        pipeline: "pipe".into(),
+        sequence_id: seq,
+        status: "Running".into(),
+        meta_json: r#"{"m":1}"#.into(),
+        plan_json: r#"{"p":1}"#.into(),
+        state_json: r#"{"s":1}"#.into(),
+        created_ms: 1_000 + seq as i64,
+        ended_ms: None,
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+pub(crate) async fn executions_round_trip(store: &dyn Store) -> anyhow::Result<()> {
+    use super::executions::{ExecutionBatch, ExecutionFilter, ExecutionUpdate, NodeRecord};
+    let node = |idx: u32, status: &str| NodeRecord {
+        execution_id: "e1".into(),
+        idx,
+        status: status.into(),
+        state_json: format!(r#"{{"status":"{status}"}}"#),
+    };
+    store
+        .commit_executions(&ExecutionBatch {
+            inserts: vec![execution("e1", 1, Some("k1")), execution("e2", 2, None)],
+            updates: vec![],
+            nodes: vec![node(0, "Running"), node(1, "Running")],
+        })
+        .await?;
+    check_eq!(store.get_execution("e1").await?, Some(execution("e1", 1, Some("k1"))));
+    check_eq!(store.execution_by_key("k1").await?.map(|e| e.id), Some("e1".to_string()));
+    check_eq!(store.max_sequence("default", "o", "p", "pipe").await?, 2);
+    check_eq!(store.max_sequence("default", "o", "p", "other").await?, 0);
+    // Node rows are upserted; the execution row's state is updated in place.
+    store
+        .commit_executions(&ExecutionBatch {
+            inserts: vec![],
+            updates: vec![ExecutionUpdate {
+                id: "e1".into(),
+                status: "Succeeded".into(),
+                state_json: r#"{"s":2}"#.into(),
+                ended_ms: Some(9),
+            }],
+            nodes: vec![node(1, "Succeeded"), node(2, "Skipped")],
+        })
+        .await?;
+    let nodes = store.execution_nodes("e1").await?;
+    check_eq!(nodes, vec![node(0, "Running"), node(1, "Succeeded"), node(2, "Skipped")]);
+    let e1 = store.get_execution("e1").await?.context("e1")?;
+    check_eq!(
+        (e1.status.as_str(), e1.state_json.as_str(), e1.ended_ms),
+        ("Succeeded", r#"{"s":2}"#, Some(9))
+    );
+    let unfinished: Vec<String> = store.unfinished_executions().await?.into_iter().map(|e| e.id).collect();
+    check_eq!(unfinished, vec!["e2".to_string()]);
+    let newest: Vec<String> = store
+        .list_executions(&ExecutionFilter { limit: 10, ..Default::default() })
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    check_eq!(newest, vec!["e2".to_string(), "e1".to_string()]);
+    let done: Vec<String> = store
+        .list_executions(&ExecutionFilter {
+            pipeline: Some("pipe".into()),
+            statuses: vec!["Succeeded".into()],
+            limit: 10,
+        })
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    check_eq!(done, vec!["e1".to_string()]);
+    Ok(())
+}
+
+pub(crate) async fn execution_keys_and_sequences_are_unique(store: &dyn Store) -> anyhow::Result<()> {
+    use super::executions::ExecutionBatch;
+    let batch = |e| ExecutionBatch { inserts: vec![e], ..Default::default() };
+    store.commit_executions(&batch(execution("a", 1, Some("cron:x:1")))).await?;
+    let dup_key = store.commit_executions(&batch(execution("b", 2, Some("cron:x:1")))).await;
+    ensure!(matches!(dup_key, Err(Error::Conflict { .. })), "duplicate key: {dup_key:?}");
+    let dup_seq = store.commit_executions(&batch(execution("c", 1, None))).await;
+    ensure!(matches!(dup_seq, Err(Error::Conflict { .. })), "duplicate sequence: {dup_seq:?}");
+    ensure!(store.get_execution("b").await?.is_none() && store.get_execution("c").await?.is_none());
     Ok(())
 }

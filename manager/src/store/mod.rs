@@ -11,16 +11,25 @@
 //!
 //! Deliberately not here: lease logic, timers, anything about gRPC.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use dray_shared::pb;
 use dray_shared::{DelegateId, Epoch, TaskId};
 
 mod common;
+pub mod entities;
+pub mod executions;
 pub mod postgres;
 pub mod sqlite;
+pub mod triggers;
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod entities_conformance;
+#[cfg(test)]
+pub(crate) mod triggers_conformance;
 
 /// Boxed source error from a driver.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -81,6 +90,11 @@ pub struct TaskRecord {
     pub exit_code: Option<i32>,
     /// Why the task ended as it did; empty while unfinished.
     pub reason: String,
+    /// Values the task produced, as its delegate reported them (masked there).
+    pub outputs: BTreeMap<String, String>,
+    /// Classified failure (a `dray_shared::error_type` name); empty unless the
+    /// task failed, was lost or expired.
+    pub error_type: String,
     /// Unix ms of submission.
     pub created_ms: i64,
     /// Unix ms the current lease started (ack), if any.
@@ -224,7 +238,9 @@ pub struct DelegateRecord {
 
 /// The durable store. Chosen at start-up from the database URL.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    executions::ExecutionStore + entities::EntityStore + triggers::TriggerStore + Send + Sync + 'static
+{
     /// Creates or upgrades the schema. Idempotent.
     async fn migrate(&self) -> Result<()>;
 

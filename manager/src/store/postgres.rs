@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::common::{
     TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
-    delegate_from_row, log_columns, log_from_row, migrate_error, tags_json, task_columns, task_from_row,
-    token_columns, token_from_row, unfinished_states,
+    delegate_from_row, log_columns, log_from_row, migrate_error, outputs_json, tags_json, task_columns,
+    task_from_row, token_columns, token_from_row, unfinished_states,
 };
 use super::{
     AuditRecord, Batch, DelegateRecord, Error, LogRecord, Result, Store, TaskRecord, TokenRecord,
@@ -35,17 +35,31 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations, embedded. Versions follow the file-name prefix, as sqlx's
 /// own directory convention would read them.
+mod entities;
+mod executions;
+mod triggers;
+
+/// Embedded migrations: (version, name, SQL), in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "task_outputs", include_str!("../../migrations/postgres/0002_task_outputs.sql")),
+    (3, "entities", include_str!("../../migrations/postgres/0003_entities.sql")),
+    (4, "executions", include_str!("../../migrations/postgres/0004_executions.sql")),
+    (5, "triggers", include_str!("../../migrations/postgres/0005_triggers.sql")),
+];
+
 fn migrator() -> Migrator {
     // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
     // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
     Migrator {
-        migrations: std::borrow::Cow::Owned(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0001_init.sql").into(),
-            false,
-        )]),
+        migrations: std::borrow::Cow::Owned(
+            MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
+                })
+                .collect(),
+        ),
         ignore_missing: false,
         locking: true,
         no_tx: false,
@@ -156,6 +170,8 @@ struct TaskColumns {
     started_ms: Vec<Option<i64>>,
     finished_ms: Vec<Option<i64>>,
     queue_deadline_ms: Vec<i64>,
+    outputs_json: Vec<String>,
+    error_type: Vec<String>,
 }
 
 impl TaskColumns {
@@ -172,9 +188,11 @@ impl TaskColumns {
         self.started_ms.push(r.started_ms);
         self.finished_ms.push(r.finished_ms);
         self.queue_deadline_ms.push(r.queue_deadline_ms);
+        self.outputs_json.push(outputs_json(r));
+        self.error_type.push(r.error_type.clone());
     }
 
-    /// Binds the twelve arrays, in `task_columns!()` order, as `$1`…`$12`.
+    /// Binds the fourteen arrays, in `task_columns!()` order, as `$1`…`$14`.
     fn bind<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -191,14 +209,17 @@ impl TaskColumns {
             .bind(&self.started_ms)
             .bind(&self.finished_ms)
             .bind(&self.queue_deadline_ms)
+            .bind(&self.outputs_json)
+            .bind(&self.error_type)
     }
 }
 
-/// `UNNEST` of the twelve task column arrays, typed explicitly.
+/// `UNNEST` of the fourteen task column arrays, typed explicitly.
 macro_rules! unnest_tasks {
     () => {
         "UNNEST($1::text[], $2::bytea[], $3::int4[], $4::int8[], $5::int8[], $6::text[], \
-         $7::int4[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[]"
+         $7::int4[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], \
+         $14::text[]"
     };
 }
 
@@ -242,9 +263,10 @@ async fn update_tasks(conn: &mut PgConnection, updates: &[TaskUpdate<'_>]) -> Re
         "UPDATE tasks AS t SET spec = v.spec, state = v.state, epoch = v.epoch, \
          version = v.version, delegate_id = v.delegate_id, exit_code = v.exit_code, \
          reason = v.reason, created_ms = v.created_ms, started_ms = v.started_ms, \
-         finished_ms = v.finished_ms, queue_deadline_ms = v.queue_deadline_ms FROM ",
+         finished_ms = v.finished_ms, queue_deadline_ms = v.queue_deadline_ms, \
+         outputs_json = v.outputs_json, error_type = v.error_type FROM ",
         unnest_tasks!(),
-        ", $13::int8[]) AS v (",
+        ", $15::int8[]) AS v (",
         task_columns!(),
         ", expected_version) WHERE t.id = v.id AND t.version = v.expected_version"
     ));
@@ -602,6 +624,8 @@ mod tests {
     }
 
     crate::store::conformance::conformance_suite!(Fixture);
+    crate::store::entities_conformance::entity_conformance_suite!(Fixture);
+    crate::store::triggers_conformance::trigger_conformance_suite!(Fixture);
 
     #[tokio::test]
     async fn tables_live_in_the_given_schema() {
@@ -614,7 +638,24 @@ mod tests {
         .fetch_all(&fixture.store.pool)
         .await
         .unwrap();
-        assert_eq!(tables, ["_sqlx_migrations", "audit", "delegates", "task_logs", "tasks", "tokens"]);
+        assert_eq!(
+            tables,
+            [
+                "_sqlx_migrations",
+                "audit",
+                "delegates",
+                "entities",
+                "entity_refs",
+                "execution_nodes",
+                "executions",
+                "task_logs",
+                "tasks",
+                "tokens",
+                "trigger_cron_state",
+                "trigger_events",
+                "trigger_master_key"
+            ]
+        );
         fixture.finish().await;
     }
 

@@ -23,8 +23,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::common::{
     TaskPlan, TaskUpdate, audit_columns, audit_from_row, check_token, db_error, db_u64, delegate_columns,
-    delegate_from_row, log_columns, log_from_row, migrate_error, tags_json, task_columns, task_from_row,
-    token_columns, token_from_row, unfinished_states,
+    delegate_from_row, log_columns, log_from_row, migrate_error, outputs_json, tags_json, task_columns,
+    task_from_row, token_columns, token_from_row, unfinished_states,
 };
 use super::{
     AuditRecord, Batch, DelegateRecord, Error, LogRecord, Result, Store, TaskRecord, TokenRecord,
@@ -45,17 +45,31 @@ const READERS: u32 = 4;
 
 /// Schema migrations, embedded. Versions follow the file-name prefix, as sqlx's
 /// own directory convention would read them.
+mod entities;
+mod executions;
+mod triggers;
+
+/// Embedded migrations: (version, name, SQL), in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "task_outputs", include_str!("../../migrations/sqlite/0002_task_outputs.sql")),
+    (3, "entities", include_str!("../../migrations/sqlite/0003_entities.sql")),
+    (4, "executions", include_str!("../../migrations/sqlite/0004_executions.sql")),
+    (5, "triggers", include_str!("../../migrations/sqlite/0005_triggers.sql")),
+];
+
 fn migrator() -> Migrator {
     // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
     // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
     Migrator {
-        migrations: std::borrow::Cow::Owned(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_init.sql").into(),
-            false,
-        )]),
+        migrations: std::borrow::Cow::Owned(
+            MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
+                })
+                .collect(),
+        ),
         ignore_missing: false,
         locking: true,
         no_tx: false,
@@ -178,7 +192,10 @@ fn rows_per_statement(columns: usize) -> usize {
     MAX_PARAMS / columns
 }
 
-/// Binds a task row's twelve columns, in `task_columns!()` order.
+/// Columns `bind_task` binds.
+const TASK_COLUMNS: usize = 14;
+
+/// Binds a task row's fourteen columns, in `task_columns!()` order.
 fn bind_task<'args>(row: &mut Separated<'_, 'args, Sqlite, &'static str>, r: &'args TaskRecord) {
     row.push_bind(r.id.to_string())
         .push_bind(r.spec.encode_to_vec())
@@ -191,11 +208,13 @@ fn bind_task<'args>(row: &mut Separated<'_, 'args, Sqlite, &'static str>, r: &'a
         .push_bind(r.created_ms)
         .push_bind(r.started_ms)
         .push_bind(r.finished_ms)
-        .push_bind(r.queue_deadline_ms);
+        .push_bind(r.queue_deadline_ms)
+        .push_bind(outputs_json(r))
+        .push_bind(r.error_type.as_str());
 }
 
 async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> Result<()> {
-    for chunk in records.chunks(rows_per_statement(12)) {
+    for chunk in records.chunks(rows_per_statement(TASK_COLUMNS)) {
         let mut q = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO tasks (", task_columns!(), ") "));
         q.push_values(chunk, |mut row, r| {
             bind_task(&mut row, r);
@@ -213,20 +232,21 @@ async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> R
 /// means a conflict. (An upsert would be wrong here: it would insert a row that
 /// is missing instead of refusing the write.) Returns false on conflict.
 async fn update_tasks(conn: &mut SqliteConnection, updates: &[TaskUpdate<'_>]) -> Result<bool> {
-    // VALUES columns are named column1… in SQLite; column13 is the expected version.
-    for chunk in updates.chunks(rows_per_statement(13)) {
+    // VALUES columns are named column1… in SQLite; column15 is the expected version.
+    for chunk in updates.chunks(rows_per_statement(TASK_COLUMNS + 1)) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "UPDATE tasks SET spec = v.column2, state = v.column3, epoch = v.column4, \
              version = v.column5, delegate_id = v.column6, exit_code = v.column7, \
              reason = v.column8, created_ms = v.column9, started_ms = v.column10, \
-             finished_ms = v.column11, queue_deadline_ms = v.column12 FROM (",
+             finished_ms = v.column11, queue_deadline_ms = v.column12, \
+             outputs_json = v.column13, error_type = v.column14 FROM (",
         );
         q.push_values(chunk, |mut row, u| {
             let r = u.record;
             bind_task(&mut row, r);
             row.push_bind(db_u64(u.expected_version));
         });
-        q.push(") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column13");
+        q.push(") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column15");
         let done = q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
         if done.rows_affected() != chunk.len() as u64 {
             return Ok(false);
@@ -516,6 +536,8 @@ mod tests {
     }
 
     crate::store::conformance::conformance_suite!(Fixture);
+    crate::store::entities_conformance::entity_conformance_suite!(Fixture);
+    crate::store::triggers_conformance::trigger_conformance_suite!(Fixture);
 
     #[test]
     fn urls_name_files() {
