@@ -362,6 +362,8 @@ both_stores!(pause_resume_and_abort, |kind| -> anyhow::Result<()> {
     std::fs::remove_file(&runs)?;
     let id = m.run_pipeline("long", &["--set", &set])?;
     m.wait_node(&id, "work.two", &["Running"], T)?;
+    // Running means the task is out; wait until its script has really started.
+    wait_for("step two to start", T, || (count_lines(&runs) == 2).then_some(()))?;
     m.cli_ok(&["abort", &id, "--reason", "wrong build"])?;
     let e = m.wait_execution(&id, &["Aborted"], T)?;
     assert_eq!(status(&e, "work.two"), "Aborted");

@@ -16,12 +16,12 @@ use tracing::info;
 
 use super::api_svc::normalise_scope;
 use crate::pipeline::engine::{EngineError, ExecEvent, Handle, decode};
-use crate::pipeline::machine::{CommandError, Execution};
+use crate::pipeline::machine::{CommandError, Execution, Meta};
 use crate::pipeline::plan::{NodeIdx, ROOT};
 use crate::pipeline::start::{self, EntitySource, RunRequest, StartError};
-use crate::pipeline::state::{Decision, Wait};
+use crate::pipeline::state::{Decision, ExecState, Wait};
 use crate::store::Store;
-use crate::store::executions::ExecutionFilter;
+use crate::store::executions::{ExecutionFilter, ExecutionRecord};
 
 /// Serves `dray.v1.Pipelines`.
 pub struct PipelinesSvc {
@@ -147,21 +147,39 @@ pub fn execution_view(e: &Execution) -> pb::Execution {
             }
         })
         .collect();
+    pb::Execution { nodes, ..summary_view(&e.meta, &e.state, &e.plan.name) }
+}
+
+/// The execution-level part of the API view (no nodes).
+fn summary_view(meta: &Meta, state: &ExecState, pipeline_name: &str) -> pb::Execution {
     pb::Execution {
-        id: e.meta.id.clone(),
-        scope: Some(e.meta.scope()),
-        pipeline: e.meta.pipeline.clone(),
-        pipeline_name: e.plan.name.clone(),
-        sequence_id: e.meta.sequence_id,
-        status: e.state.status.as_str().into(),
-        reason: e.state.reason.clone(),
-        created_ms: e.meta.created_ms,
-        ended_ms: e.state.ended_ms.unwrap_or(0),
-        triggered_by: e.meta.triggered_by.clone(),
-        trigger_json: e.meta.trigger.to_string(),
-        inputs: e.meta.inputs.clone().into_iter().collect(),
-        nodes,
+        id: meta.id.clone(),
+        scope: Some(meta.scope()),
+        pipeline: meta.pipeline.clone(),
+        pipeline_name: pipeline_name.to_string(),
+        sequence_id: meta.sequence_id,
+        status: state.status.as_str().into(),
+        reason: state.reason.clone(),
+        created_ms: meta.created_ms,
+        ended_ms: state.ended_ms.unwrap_or(0),
+        triggered_by: meta.triggered_by.clone(),
+        trigger_json: meta.trigger.to_string(),
+        inputs: meta.inputs.clone().into_iter().collect(),
+        nodes: vec![],
     }
+}
+
+/// A list entry from a stored row: facts and state only. The plan is read just
+/// for its name, without building its nodes.
+fn row_summary(row: &ExecutionRecord) -> Option<pb::Execution> {
+    #[derive(serde::Deserialize)]
+    struct PlanName {
+        name: String,
+    }
+    let meta: Meta = serde_json::from_str(&row.meta_json).ok()?;
+    let state: ExecState = serde_json::from_str(&row.state_json).ok()?;
+    let plan: PlanName = serde_json::from_str(&row.plan_json).ok()?;
+    Some(summary_view(&meta, &state, &plan.name))
 }
 
 fn event_view(ev: &ExecEvent) -> pb::ExecutionEvent {
@@ -240,15 +258,8 @@ impl Pipelines for PipelinesSvc {
         };
         let rows =
             self.store.list_executions(&filter).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut executions = vec![];
-        for row in rows {
-            // The list shows execution-level facts only; nodes come with GetExecution.
-            if let Ok(e) = decode(&row, vec![]) {
-                let mut v = execution_view(&e);
-                v.nodes.clear();
-                executions.push(v);
-            }
-        }
+        // Execution-level facts only; nodes come with GetExecution.
+        let executions = rows.iter().filter_map(row_summary).collect();
         Ok(Response::new(pb::ListExecutionsResponse { executions }))
     }
 

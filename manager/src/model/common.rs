@@ -2,6 +2,7 @@
 //! deployment types. Field names are Harness's (camelCase); unknown fields are
 //! errors everywhere.
 
+use dray_shared::error_type::ErrorType;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -155,34 +156,9 @@ pub struct FailureStrategy {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OnFailure {
     /// Error types this strategy applies to.
-    pub errors: Vec<ErrorKind>,
+    pub errors: Vec<ErrorType>,
     /// What to do.
     pub action: FailureAction,
-}
-
-/// Failure classes a strategy can match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorKind {
-    /// Any error.
-    AllErrors,
-    /// Ran out of time.
-    Timeout,
-    /// The delegate restarted mid-task.
-    DelegateRestart,
-    /// No delegate could take the task.
-    DelegateProvisioning,
-    /// Credentials refused.
-    Authentication,
-    /// Permission refused.
-    Authorization,
-    /// Could not reach the target.
-    Connectivity,
-    /// A verification failed.
-    Verification,
-    /// An approval was rejected.
-    ApprovalRejection,
-    /// Anything unclassified.
-    Unknown,
 }
 
 /// A failure strategy's action (`type` + `spec`).

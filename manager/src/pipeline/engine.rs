@@ -151,14 +151,16 @@ enum Pending {
 }
 
 impl Pending {
-    fn send(self, commit: &Result<(), String>) {
-        match (self, commit) {
-            (Pending::Created(r, id, seq), Ok(())) => drop(r.send(Ok((id, seq)))),
-            (Pending::Path(r, res), Ok(())) => drop(r.send(res)),
-            (Pending::Unit(r, res), Ok(())) => drop(r.send(res)),
-            (Pending::Created(r, ..), Err(_)) => drop(r.send(Err(EngineError::Stopped))),
-            (Pending::Path(r, _), Err(_)) => drop(r.send(Err(EngineError::Stopped))),
-            (Pending::Unit(r, _), Err(_)) => drop(r.send(Err(EngineError::Stopped))),
+    /// Replies with the command's result once its commit is durable, or with
+    /// `Stopped` when the commit failed (the engine is about to stop).
+    fn send(self, committed: bool) {
+        fn reply<T>(r: Reply<T>, res: Result<T, EngineError>, committed: bool) {
+            let _ = r.send(if committed { res } else { Err(EngineError::Stopped) });
+        }
+        match self {
+            Pending::Created(r, id, seq) => reply(r, Ok((id, seq)), committed),
+            Pending::Path(r, res) => reply(r, res, committed),
+            Pending::Unit(r, res) => reply(r, res, committed),
         }
     }
 }
@@ -520,9 +522,8 @@ impl Engine {
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "executions committed"
             );
-            let commit_result = commit.as_ref().map(|_| ()).map_err(|e| e.to_string());
             for p in std::mem::take(&mut self.pending) {
-                p.send(&commit_result);
+                p.send(commit.is_ok());
             }
             if let Err(e) = commit {
                 error!(error = %e, "committing executions failed; stopping the pipeline engine");

@@ -21,9 +21,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dray_shared::TaskId;
 use dray_shared::expr::{Condition, Template, render_json};
 use dray_shared::pb;
+use dray_shared::{TaskId, error_type};
 use serde_json::{Map, Value as Json, json};
 
 use super::context::{ExecContext, flat};
@@ -274,24 +274,19 @@ impl Execution {
             NodeKind::Step { step_type, spec } => (step_type.as_str(), spec),
             _ => return,
         };
-        let (error_type, reason) = match pb::TaskState::try_from(done.state as i32) {
-            Ok(pb::TaskState::Succeeded) => ("", done.reason.clone()),
-            Ok(pb::TaskState::Lost) => ("DelegateRestart", done.reason.clone()),
-            Ok(pb::TaskState::Expired) => ("DelegateProvisioning", done.reason.clone()),
-            Ok(pb::TaskState::Cancelled) => ("Unknown", format!("task cancelled: {}", done.reason)),
-            _ => (
-                if done.error_type.is_empty() { "Unknown" } else { done.error_type.as_str() },
-                done.reason.clone(),
-            ),
-        };
-        let error_type = if done.error_type.is_empty() || done.state != pb::TaskState::Failed {
-            error_type.to_string()
-        } else {
-            done.error_type.clone()
+        // What the task reported wins for failures; loss, expiry and cancel are the
+        // manager's own classification.
+        let (kind, reason) = match done.state {
+            pb::TaskState::Succeeded => ("", done.reason.clone()),
+            pb::TaskState::Lost => (error_type::DELEGATE_RESTART, done.reason.clone()),
+            pb::TaskState::Expired => (error_type::DELEGATE_PROVISIONING, done.reason.clone()),
+            pb::TaskState::Cancelled => (error_type::UNKNOWN, format!("task cancelled: {}", done.reason)),
+            _ if !done.error_type.is_empty() => (done.error_type.as_str(), done.reason.clone()),
+            _ => (error_type::UNKNOWN, done.reason.clone()),
         };
         let outcome = TaskOutcome {
             succeeded: done.state == pb::TaskState::Succeeded,
-            error_type: &error_type,
+            error_type: kind,
             reason: &reason,
             outputs: &done.outputs,
         };

@@ -7,6 +7,7 @@
 //! an execution already running. Node indexes are therefore stable for the
 //! execution's whole life and key its per-node state rows.
 
+use dray_shared::error_type;
 use serde::{Deserialize, Serialize};
 
 /// Index of a node in [`Plan::nodes`].
@@ -175,7 +176,7 @@ pub struct Strategy {
 impl Strategy {
     /// True when this strategy applies to a failure of `error_type`.
     pub fn matches(&self, error_type: &str) -> bool {
-        self.errors.iter().any(|e| e == "AllErrors" || e == error_type)
+        self.errors.iter().any(|e| e == error_type::ALL_ERRORS || e == error_type)
     }
 }
 
