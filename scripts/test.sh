@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of this kind: makes sure the peers the
-# tests need are there (PostgreSQL must be running; later target peers are
-# installed here, idempotently), builds the binaries the end-to-end tests run,
+# tests need are there (PostgreSQL must be running; the target peers are
+# installed by scripts/peers.sh, idempotently), builds the binaries the end-to-end tests run,
 # then runs every test (unit, store conformance on SQLite and PostgreSQL, e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
+
+# SSH servers, the Kubernetes API emulator, Ansible (benchmarks only).
+bash scripts/peers.sh
 
 cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then

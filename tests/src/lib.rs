@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+pub mod k8s_peer;
+pub mod peers;
+pub mod sshd;
+
 /// Path of a workspace binary built next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

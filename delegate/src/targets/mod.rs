@@ -9,8 +9,10 @@
 //! shutdown. The runner masks the outcome message with the same masker.
 
 pub mod http;
+pub mod k8s;
 pub mod noop;
 pub mod shell;
+pub mod ssh;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -366,12 +368,14 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    /// The targets built into this binary: `shell`, `noop` and `http`.
+    /// The targets built into this binary: `shell`, `noop`, `http`, `ssh` and `k8s`.
     pub fn builtin() -> Self {
         let mut t = Targets::default();
         t.add(Arc::new(shell::Shell));
         t.add(Arc::new(noop::Noop));
         t.add(Arc::new(http::Http::default()));
+        t.add(Arc::new(ssh::Ssh::default()));
+        t.add(Arc::new(k8s::K8s::default()));
         t
     }
 

@@ -262,7 +262,7 @@ impl DeploymentType {
     pub fn infrastructure_types(&self) -> &'static [&'static str] {
         match self {
             DeploymentType::Kubernetes => &["KubernetesDirect"],
-            DeploymentType::Ssh => &["SshWinRmAws", "Pdc"],
+            DeploymentType::Ssh => &["Ssh", "SshWinRmAws", "Pdc"],
             DeploymentType::Ecs => &["ECS"],
             DeploymentType::AwsLambda => &["AwsLambda"],
             DeploymentType::CustomDeployment => &["CustomDeployment"],
@@ -272,4 +272,4 @@ impl DeploymentType {
 
 /// Every infrastructure `type` Dray knows.
 pub const INFRASTRUCTURE_TYPES: &[&str] =
-    &["KubernetesDirect", "SshWinRmAws", "Pdc", "ECS", "AwsLambda", "CustomDeployment"];
+    &["KubernetesDirect", "Ssh", "SshWinRmAws", "Pdc", "ECS", "AwsLambda", "CustomDeployment"];

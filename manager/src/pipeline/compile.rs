@@ -458,6 +458,16 @@ impl Compiler<'_> {
                 "variables": Json::Object(variables_map(&env)),
             },
             "infra": Json::Object(infra_obj),
+            // Connection details only: credentials in a connector are secret
+            // references, resolved by the delegate.
+            "connector": connector.as_ref().map(|c| {
+                let mut o = c.get("spec").cloned().unwrap_or(json!({}));
+                if let Json::Object(m) = &mut o {
+                    m.insert("identifier".into(), json!(connector_ref));
+                    m.insert("type".into(), c.get("type").cloned().unwrap_or(Json::Null));
+                }
+                o
+            }).unwrap_or(json!({})),
             "serviceVariables": Json::Object(service_vars),
         });
         Ok(Some(StageTarget {

@@ -29,7 +29,7 @@ use serde_json::{Map, Value as Json, json};
 use super::context::{ExecContext, flat};
 use super::plan::{Action, Item, NodeIdx, NodeKind, Plan, ROOT, StatusGate};
 use super::state::{Decision, ExecState, ExecStatus, Failure, NodeState, Rollback, Status, Wait};
-use super::steps::{Approval, Registry, StepOutcome, StepStart, TaskOutcome};
+use super::steps::{Approval, Registry, StartContext, StepOutcome, StepStart, TaskOutcome};
 
 /// Approvals wait this long unless the step says otherwise.
 pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
@@ -839,7 +839,29 @@ impl Execution {
                 return;
             }
         };
-        match ty.start(&rendered) {
+        let stage = plan.stage_of(m);
+        // The stage's target (service, artifact, manifests, infrastructure,
+        // connector) with expressions rendered as this step sees them.
+        let target = match stage.map(|s| &plan.node(s).kind) {
+            Some(NodeKind::Stage { target: Some(t), .. }) => {
+                match render_json(&t.context, &ExecContext::new(self, m)) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.fail_step(m, "Unknown", format!("service or infrastructure: {e}"));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let cx = StartContext {
+            target: target.as_ref(),
+            execution_id: &self.meta.id,
+            pipeline: &plan.pipeline,
+            stage: stage.map(|s| plan.node(s).identifier.as_str()).unwrap_or(""),
+            step: &node.identifier,
+        };
+        match ty.start(&rendered, &cx) {
             Ok(StepStart::Task { kind, params }) => {
                 let timeout_ms = node.timeout_ms.unwrap_or(0);
                 let spec = pb::TaskSpec {

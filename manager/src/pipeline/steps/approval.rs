@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{StepError, StepStart, StepType};
+use super::{StartContext, StepError, StepStart, StepType};
 
 /// The approval step type under one of its names.
 pub struct Approval(&'static str);
@@ -41,7 +41,7 @@ impl StepType for Approval {
         self.0
     }
 
-    fn start(&self, _spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, _spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         Ok(StepStart::Approval)
     }
 }

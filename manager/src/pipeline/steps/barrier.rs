@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{StepError, StepStart, StepType, str_field};
+use super::{StartContext, StepError, StepStart, StepType, str_field};
 
 /// The `Barrier` step type.
 pub struct Barrier;
@@ -13,7 +13,7 @@ impl StepType for Barrier {
         "Barrier"
     }
 
-    fn start(&self, spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         Ok(StepStart::Barrier { barrier: str_field(spec, "barrierRef")?.to_string() })
     }
 }

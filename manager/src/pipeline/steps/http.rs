@@ -8,7 +8,9 @@ use dray_shared::expr::{Condition, Context, Template, Value as ExprValue};
 use dray_shared::task::kind;
 use serde_json::{Map, Value, json};
 
-use super::{StepError, StepOutcome, StepStart, StepType, TaskOutcome, default_finish, str_field};
+use super::{
+    StartContext, StepError, StepOutcome, StepStart, StepType, TaskOutcome, default_finish, str_field,
+};
 
 /// The `Http` step type.
 pub struct Http;
@@ -43,7 +45,7 @@ impl StepType for Http {
         &["assertion", "outputVariables"]
     }
 
-    fn start(&self, spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         let url = str_field(spec, "url")?;
         let method = spec.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
         let mut headers = Map::new();

@@ -14,8 +14,10 @@ use dray_shared::expr::Context;
 mod approval;
 mod barrier;
 mod http;
+mod k8s;
 mod noop;
 mod shell;
+mod ssh;
 mod wait;
 
 pub use approval::Approval;
@@ -42,6 +44,38 @@ pub enum StepStart {
         /// Barrier identifier.
         barrier: String,
     },
+}
+
+/// What a step may read when it starts, besides its own spec.
+#[derive(Debug, Clone, Copy)]
+pub struct StartContext<'a> {
+    /// The stage's deployment target with expressions rendered: an object with
+    /// `service`, `artifact`, `env`, `infra`, `connector` and `serviceVariables`.
+    /// `None` outside Deployment stages with a service.
+    pub target: Option<&'a serde_json::Value>,
+    /// The execution's id.
+    pub execution_id: &'a str,
+    /// The pipeline's identifier.
+    pub pipeline: &'a str,
+    /// The enclosing stage's identifier.
+    pub stage: &'a str,
+    /// The step's identifier.
+    pub step: &'a str,
+}
+
+impl StartContext<'_> {
+    /// A context with no target, for step types that need none (and tests).
+    pub const EMPTY: StartContext<'static> =
+        StartContext { target: None, execution_id: "", pipeline: "", stage: "", step: "" };
+
+    /// The target, or an error naming the step type that needs one.
+    pub fn require_target(&self, step_type: &str) -> Result<&serde_json::Value, StepError> {
+        self.target.ok_or_else(|| {
+            StepError(format!(
+                "{step_type} runs only in a Deployment stage with a service, an environment and an infrastructure"
+            ))
+        })
+    }
 }
 
 /// A finished task as a step type sees it.
@@ -89,8 +123,9 @@ pub trait StepType: Send + Sync {
         &[]
     }
 
-    /// What to do, given the step's spec with expressions rendered.
-    fn start(&self, spec: &serde_json::Value) -> Result<StepStart, StepError>;
+    /// What to do, given the step's spec with expressions rendered and what
+    /// else the step may read.
+    fn start(&self, spec: &serde_json::Value, cx: &StartContext<'_>) -> Result<StepStart, StepError>;
 
     /// The outcome of a task-backed step. `ctx` resolves execution expressions for
     /// deferred fields. The default: success with the task's outputs as they are.
@@ -148,6 +183,8 @@ impl Registry {
         r.register(Arc::new(approval::Approval::SHORT));
         r.register(Arc::new(barrier::Barrier));
         r.register(Arc::new(noop::Noop));
+        ssh::register(&mut r);
+        k8s::register(&mut r);
         r
     }
 

@@ -4,7 +4,7 @@
 use dray_shared::task::kind;
 use serde_json::{Value, json};
 
-use super::{StepError, StepStart, StepType};
+use super::{StartContext, StepError, StepStart, StepType};
 
 /// The `Noop` step type.
 pub struct Noop;
@@ -14,7 +14,7 @@ impl StepType for Noop {
         "Noop"
     }
 
-    fn start(&self, _spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, _spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         Ok(StepStart::Task { kind: kind::NOOP.into(), params: json!({}) })
     }
 }

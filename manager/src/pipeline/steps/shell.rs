@@ -5,7 +5,9 @@ use dray_shared::expr::Context;
 use dray_shared::task::kind;
 use serde_json::{Map, Value, json};
 
-use super::{StepError, StepOutcome, StepStart, StepType, TaskOutcome, default_finish, str_field};
+use super::{
+    StartContext, StepError, StepOutcome, StepStart, StepType, TaskOutcome, default_finish, str_field,
+};
 
 /// The `ShellScript` step type.
 pub struct ShellScript;
@@ -31,7 +33,7 @@ impl StepType for ShellScript {
         "ShellScript"
     }
 
-    fn start(&self, spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         let source = spec.get("source").ok_or_else(|| StepError("spec.source is required".into()))?;
         let script = source
             .get("spec")

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{StepError, StepStart, StepType, duration_field};
+use super::{StartContext, StepError, StepStart, StepType, duration_field};
 
 /// The `Wait` step type.
 pub struct Wait;
@@ -12,7 +12,7 @@ impl StepType for Wait {
         "Wait"
     }
 
-    fn start(&self, spec: &Value) -> Result<StepStart, StepError> {
+    fn start(&self, spec: &Value, _cx: &StartContext<'_>) -> Result<StepStart, StepError> {
         Ok(StepStart::Wait { duration_ms: duration_field(spec, "duration")? })
     }
 }

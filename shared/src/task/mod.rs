@@ -17,8 +17,43 @@ pub mod kind {
     pub const NOOP: &str = "noop";
     /// Makes one HTTP request; any response is a success.
     pub const HTTP: &str = "http";
+    /// Deploys to or runs commands on SSH hosts (see [`super::ssh`]).
+    pub const SSH: &str = "ssh";
+    /// Acts on a Kubernetes cluster (see [`super::k8s`]).
+    pub const K8S: &str = "k8s";
     /// Every kind this version knows.
-    pub const ALL: &[&str] = &[SHELL, NOOP, HTTP];
+    pub const ALL: &[&str] = &[SHELL, NOOP, HTTP, SSH, K8S];
+}
+
+pub mod k8s;
+pub mod ssh;
+
+/// Output under which a deploy task reports the service instances it left
+/// running: a JSON array of [`Instance`] objects. The manager takes it out of
+/// the step's outputs and records it per service, environment and infrastructure.
+pub const INSTANCES_OUTPUT: &str = "dray.instances";
+
+/// One running instance of a deployed service (a pod, a host's process…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Name: pod name, host name.
+    pub name: String,
+    /// Where it runs: node, host address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Namespace (Kubernetes) or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// What runs: image, release directory, artifact version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Platform status (`Running`, `Ready`, `Pending`…).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// Free-form extras (colour, revision, track…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// Output names an `http` task reports.
@@ -117,6 +152,10 @@ pub enum TaskParams {
     Noop,
     /// See [`HttpParams`].
     Http(HttpParams),
+    /// See [`ssh::SshParams`].
+    Ssh(Box<ssh::SshParams>),
+    /// See [`k8s::K8sParams`].
+    K8s(Box<k8s::K8sParams>),
 }
 
 /// Why a task spec was refused.
@@ -169,15 +208,25 @@ pub fn parse_params(spec: &pb::TaskSpec) -> Result<TaskParams, InvalidTaskSpec> 
             validate_http(&mut p)?;
             Ok(TaskParams::Http(p))
         }
+        kind::SSH => {
+            let p: ssh::SshParams = serde_json::from_str(params_json).map_err(decode_error)?;
+            p.validate()?;
+            Ok(TaskParams::Ssh(Box::new(p)))
+        }
+        kind::K8S => {
+            let p: k8s::K8sParams = serde_json::from_str(params_json).map_err(decode_error)?;
+            p.validate()?;
+            Ok(TaskParams::K8s(Box::new(p)))
+        }
         other => Err(InvalidTaskSpec::UnknownKind(other.to_string())),
     }
 }
 
-fn field(field: &'static str, reason: impl Into<String>) -> InvalidTaskSpec {
+pub(crate) fn field(field: &'static str, reason: impl Into<String>) -> InvalidTaskSpec {
     InvalidTaskSpec::Field { field, reason: reason.into() }
 }
 
-fn check_refs(field: impl Into<String>, text: &str) -> Result<(), InvalidTaskSpec> {
+pub(crate) fn check_refs(field: impl Into<String>, text: &str) -> Result<(), InvalidTaskSpec> {
     secret_ref::find(text)
         .map(drop)
         .map_err(|source| InvalidTaskSpec::SecretRef { field: field.into(), source })
@@ -223,7 +272,7 @@ fn validate_shell(p: &ShellParams) -> Result<(), InvalidTaskSpec> {
 
 /// `text` with every secret reference replaced by a harmless placeholder, to
 /// check the syntax around references whose values only the delegate knows.
-fn with_placeholders(field_name: &str, text: &str) -> Result<String, InvalidTaskSpec> {
+pub(crate) fn with_placeholders(field_name: &str, text: &str) -> Result<String, InvalidTaskSpec> {
     secret_ref::substitute(text, |_| Ok::<_, std::convert::Infallible>("x".to_string()))
         .map_err(|source| InvalidTaskSpec::SecretRef { field: field_name.to_string(), source })
         .map(|r| match r {

@@ -17,6 +17,9 @@ use serde_json::Value as Json;
 use super::validate::{check_duration, is_identifier};
 use super::yaml::{Node, field_path, from_node, index_path};
 
+pub mod k8s;
+pub mod ssh;
+
 /// Validates the `spec` of one step type.
 pub trait StepSpecValidator: Send + Sync {
     /// The `type:` this validates.
@@ -51,6 +54,8 @@ impl StepTypes {
         t.register(approval);
         t.register(Arc::new(Typed::<BarrierSpec>::new("Barrier")));
         t.register(Arc::new(NoopSpecValidator));
+        ssh::register(&mut t);
+        k8s::register(&mut t);
         t
     }
 
@@ -77,13 +82,13 @@ pub trait SpecRules: DeserializeOwned {
 }
 
 /// The validator of a typed spec: schema first (unknown fields, types), then rules.
-struct Typed<T> {
+pub(crate) struct Typed<T> {
     name: &'static str,
     _spec: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> Typed<T> {
-    fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Typed { name, _spec: std::marker::PhantomData }
     }
 }

@@ -1,0 +1,31 @@
+//! Where the third-party test peers installed by `scripts/peers.sh` live.
+
+use std::path::PathBuf;
+
+/// `$DRAY_PEERS_DIR`, or `~/.cache/dray-peers`.
+pub fn dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DRAY_PEERS_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/dray-peers")
+}
+
+/// The Python interpreter of the peers' virtualenv (kmock, ansible-core).
+pub fn python() -> PathBuf {
+    dir().join("venv/bin/python")
+}
+
+/// A program from the peers' virtualenv (`ansible-playbook`…).
+pub fn venv_bin(name: &str) -> PathBuf {
+    dir().join("venv/bin").join(name)
+}
+
+/// Panics with the set-up command when the peers are not installed.
+pub fn require() {
+    assert!(
+        python().exists(),
+        "test peers are not installed at {}: run `bash scripts/peers.sh` (scripts/test.sh does)",
+        dir().display()
+    );
+}

@@ -1,0 +1,1 @@
+//! Private `sshd` instances on loopback ports, used as deploy hosts.
