@@ -224,6 +224,17 @@ enum GetCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Service instances (pods, hosts) the latest deploys left running, per
+    /// service, environment and infrastructure.
+    #[command(alias = "instance")]
+    Instances {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        environment: Option<String>,
+    },
     #[command(flatten)]
     Entity(entities::EntityCmd),
 }
@@ -303,6 +314,9 @@ impl Cli {
             Command::Task(cmd) => tasks(&mut self.client.connect().await?, cmd, fmt).await,
             Command::Get(GetCmd::Executions { pipeline, status, limit }) => {
                 pipelines::list(&mut self.client.pipelines().await?, pipeline, status, limit, fmt).await
+            }
+            Command::Get(GetCmd::Instances { service, environment }) => {
+                pipelines::instances(&mut self.client.pipelines().await?, service, environment, fmt).await
             }
             Command::Get(GetCmd::Entity(cmd)) => {
                 entities::get(&mut self.client.connect().await?, cmd, fmt).await
@@ -643,7 +657,9 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
                 )
             })?;
         }
-        GetCmd::Executions { .. } => bail!("`get executions` is served by the pipelines client"),
+        GetCmd::Executions { .. } | GetCmd::Instances { .. } => {
+            bail!("`get executions` and `get instances` are served by the pipelines client")
+        }
         GetCmd::Entity(_) => bail!("entities are served by `entities::get`"),
         GetCmd::Leases => {
             let ls: Vec<LeaseView> = c

@@ -210,6 +210,61 @@ pub async fn list(
     Ok(0)
 }
 
+/// `dray get instances`: one row per instance, grouped by service,
+/// environment and infrastructure.
+pub async fn instances(
+    p: &mut PipelinesClient,
+    service: Option<String>,
+    environment: Option<String>,
+    fmt: Format,
+) -> anyhow::Result<i32> {
+    let groups = p
+        .list_instances(pb::ListInstancesRequest {
+            service: service.unwrap_or_default(),
+            environment: environment.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .groups;
+    let views: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "service": g.service, "environment": g.environment, "infrastructure": g.infrastructure,
+                "executionId": g.execution_id, "step": g.step, "updatedMs": g.updated_ms,
+                "instances": g.instances.iter().map(|i| json!({
+                    "name": i.name, "host": i.host, "namespace": i.namespace,
+                    "version": i.version, "status": i.status, "details": i.details,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    print(fmt, &views, || {
+        table(
+            &["SERVICE", "ENVIRONMENT", "INFRASTRUCTURE", "INSTANCE", "HOST", "VERSION", "STATUS", "DEPLOYED"],
+            groups
+                .iter()
+                .flat_map(|g| {
+                    g.instances.iter().map(move |i| {
+                        vec![
+                            g.service.clone(),
+                            g.environment.clone(),
+                            g.infrastructure.clone(),
+                            if i.namespace.is_empty() { i.name.clone() } else { format!("{}/{}", i.namespace, i.name) },
+                            i.host.clone(),
+                            i.version.clone(),
+                            i.status.clone(),
+                            ago(g.updated_ms),
+                        ]
+                    })
+                })
+                .collect(),
+        )
+    })?;
+    Ok(0)
+}
+
 /// `dray describe execution ID`: the tree with status, delegate, duration,
 /// outputs and failure reasons.
 pub async fn describe(p: &mut PipelinesClient, id: &str, fmt: Format) -> anyhow::Result<i32> {

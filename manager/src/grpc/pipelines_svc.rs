@@ -21,7 +21,8 @@ use crate::pipeline::plan::{NodeIdx, ROOT};
 use crate::pipeline::start::{self, EntitySource, RunRequest, StartError};
 use crate::pipeline::state::{Decision, ExecState, Wait};
 use crate::store::Store;
-use crate::store::executions::{ExecutionFilter, ExecutionRecord};
+use crate::store::executions::{ExecutionFilter, ExecutionRecord, InstancesFilter, InstancesRecord};
+use dray_shared::task::Instance;
 
 /// Serves `dray.v1.Pipelines`.
 pub struct PipelinesSvc {
@@ -263,6 +264,21 @@ impl Pipelines for PipelinesSvc {
         Ok(Response::new(pb::ListExecutionsResponse { executions }))
     }
 
+    async fn list_instances(
+        &self,
+        request: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let r = request.into_inner();
+        let filter = InstancesFilter {
+            service: Some(r.service).filter(|s| !s.is_empty()),
+            environment: Some(r.environment).filter(|e| !e.is_empty()),
+        };
+        let rows =
+            self.store.list_instances(&filter).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let groups = rows.into_iter().map(instance_group).collect();
+        Ok(Response::new(pb::ListInstancesResponse { groups }))
+    }
+
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::Execution>, Status> {
         let r = request.into_inner();
         let decision = Decision {
@@ -407,4 +423,30 @@ impl Pipelines for PipelinesSvc {
 
 fn is_final_status(s: &str) -> bool {
     matches!(s, "Succeeded" | "Failed" | "Aborted")
+}
+
+/// The wire form of an instances row; rows are written by the engine from
+/// validated reports, so a row that no longer decodes lists no instances.
+fn instance_group(r: InstancesRecord) -> pb::InstanceGroup {
+    let instances: Vec<Instance> = serde_json::from_str(&r.instances_json).unwrap_or_default();
+    pb::InstanceGroup {
+        scope: Some(pb::Scope { account: r.account, org: r.org, project: r.project }),
+        service: r.service,
+        environment: r.environment,
+        infrastructure: r.infrastructure,
+        execution_id: r.execution_id,
+        step: r.step,
+        updated_ms: r.updated_ms,
+        instances: instances
+            .into_iter()
+            .map(|i| pb::ServiceInstance {
+                name: i.name,
+                host: i.host,
+                namespace: i.namespace,
+                version: i.version,
+                status: i.status,
+                details: i.details.into_iter().collect(),
+            })
+            .collect(),
+    }
 }

@@ -17,11 +17,11 @@ use tracing::{debug, error, info, warn};
 
 use super::locks::Locks;
 use super::machine::{CommandError, Effect, Event, Execution, Meta, TaskDone, task_spec_from_json};
-use super::plan::{NodeIdx, Plan};
+use super::plan::{NodeIdx, NodeKind, Plan};
 use super::state::{Decision, ExecState, NodeState};
 use super::steps::Registry;
 use crate::lease;
-use crate::store::executions::{ExecutionBatch, ExecutionRecord, ExecutionUpdate, NodeRecord};
+use crate::store::executions::{ExecutionBatch, ExecutionRecord, ExecutionUpdate, InstancesRecord, NodeRecord};
 use crate::store::{self, Store, TaskRecord};
 
 /// An execution event, published after it is durable.
@@ -513,7 +513,16 @@ impl Engine {
                         state_json: json_text(&exec.nodes[idx]),
                     });
                 }
-                effects.extend(exec.take_effects().into_iter().map(|e| (id.clone(), e)));
+                for e in exec.take_effects() {
+                    match e {
+                        Effect::Instances { node, instances_json } => {
+                            if let Some(r) = instances_record(exec, node, instances_json, now_ms()) {
+                                batch.instances.push(r);
+                            }
+                        }
+                        e => effects.push((id.clone(), e)),
+                    }
+                }
             }
             let started = std::time::Instant::now();
             let commit = self.store.commit_executions(&batch).await;
@@ -570,12 +579,32 @@ impl Engine {
                 Effect::Event(event) => {
                     let _ = self.events.send(ExecEvent { execution_id: exec_id, event });
                 }
+                // Written with the batch in `flush`.
+                Effect::Instances { .. } => {}
             }
         }
         if !submits.is_empty() && self.lease.submit_with_ids(submits).await.is_err() {
             error!("lease engine stopped; tasks not submitted (they will be on restart)");
         }
     }
+}
+
+/// The row for instances reported by `node` of `exec`, if it deploys to a target.
+fn instances_record(exec: &Execution, node: NodeIdx, instances_json: String, now: i64) -> Option<InstancesRecord> {
+    let stage = exec.plan.stage_of(node)?;
+    let NodeKind::Stage { target: Some(t), .. } = &exec.plan.node(stage).kind else { return None };
+    Some(InstancesRecord {
+        account: exec.meta.account.clone(),
+        org: exec.meta.org.clone(),
+        project: exec.meta.project.clone(),
+        service: t.service.clone(),
+        environment: t.environment.clone(),
+        infrastructure: t.infrastructure.clone(),
+        instances_json,
+        execution_id: exec.meta.id.clone(),
+        step: exec.plan.node(node).path.clone(),
+        updated_ms: now,
+    })
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {

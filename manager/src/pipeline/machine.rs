@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use dray_shared::expr::{Condition, Template, render_json};
 use dray_shared::pb;
+use dray_shared::task::{INSTANCES_OUTPUT, Instance};
 use dray_shared::{TaskId, error_type};
 use serde_json::{Map, Value as Json, json};
 
@@ -119,6 +120,14 @@ pub enum Effect {
     },
     /// Publish an event.
     Event(Event),
+    /// A deploy step reported the instances it left running; written in the
+    /// same commit as the step's success (not acted on after it).
+    Instances {
+        /// The reporting step.
+        node: NodeIdx,
+        /// JSON array of `dray_shared::task::Instance`.
+        instances_json: String,
+    },
 }
 
 /// A refused operator command.
@@ -269,7 +278,8 @@ impl Execution {
             return;
         };
         self.nodes[idx].delegate = done.delegate.clone();
-        let node = self.plan.node(idx);
+        let plan = Arc::clone(&self.plan);
+        let node = plan.node(idx);
         let (step_type, spec) = match &node.kind {
             NodeKind::Step { step_type, spec } => (step_type.as_str(), spec),
             _ => return,
@@ -284,12 +294,14 @@ impl Execution {
             _ if !done.error_type.is_empty() => (done.error_type.as_str(), done.reason.clone()),
             _ => (error_type::UNKNOWN, done.reason.clone()),
         };
-        let outcome = TaskOutcome {
-            succeeded: done.state == pb::TaskState::Succeeded,
-            error_type: kind,
-            reason: &reason,
-            outputs: &done.outputs,
-        };
+        // Instances are recorded per deployment target, not kept as a step output.
+        let mut outputs = done.outputs.clone();
+        let instances = outputs.remove(INSTANCES_OUTPUT);
+        let succeeded = done.state == pb::TaskState::Succeeded;
+        if let Some(json) = instances.filter(|_| succeeded) {
+            self.record_instances(idx, json);
+        }
+        let outcome = TaskOutcome { succeeded, error_type: kind, reason: &reason, outputs: &outputs };
         let result = match reg.get(step_type) {
             Some(t) => t.finish(spec, &outcome, &ExecContext::new(self, idx)),
             None => StepOutcome::Failure {
@@ -315,6 +327,25 @@ impl Execution {
             }
         }
         self.advance(reg);
+    }
+
+    /// Queues the instances a step in a Deployment stage reported; a report
+    /// that is not a list of instances is noted on the step and dropped.
+    fn record_instances(&mut self, idx: NodeIdx, json: String) {
+        let in_target = self
+            .plan
+            .stage_of(idx)
+            .is_some_and(|s| matches!(self.plan.node(s).kind, NodeKind::Stage { target: Some(_), .. }));
+        if !in_target {
+            return;
+        }
+        match serde_json::from_str::<Vec<Instance>>(&json) {
+            Ok(list) => {
+                let instances_json = serde_json::to_string(&list).unwrap_or_else(|_| "[]".into());
+                self.effects.push(Effect::Instances { node: idx, instances_json });
+            }
+            Err(e) => self.note(idx, format!("ignored the delegate's instance report: {e}")),
+        }
     }
 
     /// Fires every deadline that is due.
@@ -1784,5 +1815,47 @@ mod tests {
         assert_eq!(r.status("s"), Status::Failed);
         assert_eq!(r.e.nodes[2].failure.as_ref().unwrap().error_type, "Timeout");
         assert!(r.e.take_effects().iter().any(|f| matches!(f, Effect::Cancel { .. })));
+    }
+
+    #[test]
+    fn deploy_steps_report_instances_outside_their_outputs() {
+        let mut b = PlanBuilder::new();
+        let s = b.stage("s");
+        b.plan.nodes[s].kind = NodeKind::Stage {
+            stage_type: "Deployment".into(),
+            target: Some(crate::pipeline::plan::StageTarget {
+                service: "web".into(),
+                environment: "prod".into(),
+                infrastructure: "k8s".into(),
+                context: json!({"infra": {"namespace": "<+pipeline.sequenceId>"}}),
+                connector_selectors: vec![],
+            }),
+        };
+        b.noop(s, "a");
+        b.noop(s, "b");
+        let mut r = Run::new(b);
+        let fx = r.e.take_effects();
+        assert!(fx.iter().any(|f| matches!(f, Effect::Acquire { .. })), "{fx:?}");
+        r.e.lock_granted(s, r.now, &r.reg);
+        r.paths();
+        let good = r#"[{"name":"pod-1","host":"node-a","status":"Running"}]"#;
+        r.finish("s.a", true, "", &[(INSTANCES_OUTPUT, good), ("x", "1")]);
+        let a = r.e.plan.find("s.a").unwrap();
+        let fx = r.e.take_effects();
+        let reported: Vec<_> = fx
+            .iter()
+            .filter_map(|f| match f {
+                Effect::Instances { node, instances_json } => Some((*node, instances_json.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reported, vec![(a, r#"[{"name":"pod-1","host":"node-a","status":"Running"}]"#.to_string())]);
+        assert_eq!(r.e.nodes[a].outputs.get("x"), Some(&json!("1")));
+        assert!(!r.e.nodes[a].outputs.contains_key(INSTANCES_OUTPUT), "instances are not a step output");
+        // A report that is not a list of instances is noted and dropped.
+        r.finish("s.b", true, "", &[(INSTANCES_OUTPUT, "{oops")]);
+        let b_idx = r.e.plan.find("s.b").unwrap();
+        assert!(!r.e.take_effects().iter().any(|f| matches!(f, Effect::Instances { .. })));
+        assert!(r.e.nodes[b_idx].notes.iter().any(|n| n.contains("instance report")), "{:?}", r.e.nodes[b_idx].notes);
     }
 }

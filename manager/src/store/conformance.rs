@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
             migrate_is_idempotent,
             executions_round_trip,
             execution_keys_and_sequences_are_unique,
+            instances_replace_per_target,
         );
     };
     (@each $fixture:ty; $($name:ident),* $(,)?) => {
@@ -774,6 +775,7 @@ pub(crate) async fn executions_round_trip(store: &dyn Store) -> anyhow::Result<(
             inserts: vec![execution("e1", 1, Some("k1")), execution("e2", 2, None)],
             updates: vec![],
             nodes: vec![node(0, "Running"), node(1, "Running")],
+            ..Default::default()
         })
         .await?;
     check_eq!(store.get_execution("e1").await?, Some(execution("e1", 1, Some("k1"))));
@@ -791,6 +793,7 @@ pub(crate) async fn executions_round_trip(store: &dyn Store) -> anyhow::Result<(
                 ended_ms: Some(9),
             }],
             nodes: vec![node(1, "Succeeded"), node(2, "Skipped")],
+            ..Default::default()
         })
         .await?;
     let nodes = store.execution_nodes("e1").await?;
@@ -832,5 +835,31 @@ pub(crate) async fn execution_keys_and_sequences_are_unique(store: &dyn Store) -
     let dup_seq = store.commit_executions(&batch(execution("c", 1, None))).await;
     ensure!(matches!(dup_seq, Err(Error::Conflict { .. })), "duplicate sequence: {dup_seq:?}");
     ensure!(store.get_execution("b").await?.is_none() && store.get_execution("c").await?.is_none());
+    Ok(())
+}
+
+pub(crate) async fn instances_replace_per_target(store: &dyn Store) -> anyhow::Result<()> {
+    use super::executions::{ExecutionBatch, InstancesFilter, InstancesRecord};
+    let rec = |service: &str, env: &str, json: &str, at: i64| InstancesRecord {
+        account: "default".into(),
+        org: "o".into(),
+        project: "p".into(),
+        service: service.into(),
+        environment: env.into(),
+        infrastructure: "infra".into(),
+        instances_json: json.into(),
+        execution_id: "e1".into(),
+        step: "deploy.d".into(),
+        updated_ms: at,
+    };
+    let batch = |r: Vec<InstancesRecord>| ExecutionBatch { instances: r, ..Default::default() };
+    store.commit_executions(&batch(vec![rec("web", "prod", "[1]", 1), rec("web", "qa", "[2]", 1)])).await?;
+    store.commit_executions(&batch(vec![rec("web", "prod", "[3]", 2), rec("api", "prod", "[4]", 2)])).await?;
+    let all = store.list_instances(&InstancesFilter::default()).await?;
+    check_eq!(all, vec![rec("api", "prod", "[4]", 2), rec("web", "prod", "[3]", 2), rec("web", "qa", "[2]", 1)]);
+    let prod_web = store
+        .list_instances(&InstancesFilter { service: Some("web".into()), environment: Some("prod".into()) })
+        .await?;
+    check_eq!(prod_web, vec![rec("web", "prod", "[3]", 2)]);
     Ok(())
 }

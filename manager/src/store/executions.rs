@@ -73,13 +73,50 @@ pub struct ExecutionBatch {
     pub updates: Vec<ExecutionUpdate>,
     /// Node rows to insert or replace.
     pub nodes: Vec<NodeRecord>,
+    /// Service instances reported by deploy steps (replace the target's row).
+    pub instances: Vec<InstancesRecord>,
 }
 
 impl ExecutionBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.inserts.is_empty() && self.updates.is_empty() && self.nodes.is_empty()
+        self.inserts.is_empty() && self.updates.is_empty() && self.nodes.is_empty() && self.instances.is_empty()
     }
+}
+
+/// The instances the latest deploy to one service + environment +
+/// infrastructure left running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancesRecord {
+    /// Account.
+    pub account: String,
+    /// Organisation.
+    pub org: String,
+    /// Project.
+    pub project: String,
+    /// Service identifier.
+    pub service: String,
+    /// Environment identifier.
+    pub environment: String,
+    /// Infrastructure definition identifier.
+    pub infrastructure: String,
+    /// JSON array of `dray_shared::task::Instance`.
+    pub instances_json: String,
+    /// The execution that reported them.
+    pub execution_id: String,
+    /// The reporting step's path.
+    pub step: String,
+    /// Unix ms of the report.
+    pub updated_ms: i64,
+}
+
+/// Filter for listing instances (empty fields match everything).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstancesFilter {
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
 }
 
 /// Filter for listing executions.
@@ -110,6 +147,28 @@ pub trait ExecutionStore: Send + Sync {
     async fn execution_nodes(&self, id: &str) -> Result<Vec<NodeRecord>>;
     /// Executions not yet over, oldest first.
     async fn unfinished_executions(&self) -> Result<Vec<ExecutionRecord>>;
+    /// Instance rows, by service, environment, infrastructure.
+    async fn list_instances(&self, filter: &InstancesFilter) -> Result<Vec<InstancesRecord>>;
+}
+
+/// Columns of `service_instances`, in [`instances_from_row`] order.
+pub(super) const INSTANCES_COLUMNS: &str = "account, org, project, service, environment, infrastructure, \
+    instances_json, execution_id, step, updated_ms";
+
+/// Decodes a `service_instances` row (either backend).
+pub(super) fn instances_from_row<R: StoreRow>(r: &R) -> Result<InstancesRecord> {
+    Ok(InstancesRecord {
+        account: col(r.text("account"))?,
+        org: col(r.text("org"))?,
+        project: col(r.text("project"))?,
+        service: col(r.text("service"))?,
+        environment: col(r.text("environment"))?,
+        infrastructure: col(r.text("infrastructure"))?,
+        instances_json: col(r.text("instances_json"))?,
+        execution_id: col(r.text("execution_id"))?,
+        step: col(r.text("step"))?,
+        updated_ms: col(r.int64("updated_ms"))?,
+    })
 }
 
 /// Columns of `executions`, in [`exec_from_row`] order.
@@ -219,7 +278,47 @@ macro_rules! impl_execution_store {
                     );
                     q.build().execute(&mut *tx).await.map_err(db_error)?;
                 }
+                for i in &batch.instances {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO service_instances (");
+                    q.push($crate::store::executions::INSTANCES_COLUMNS).push(") VALUES (");
+                    let mut v = q.separated(", ");
+                    v.push_bind(i.account.clone())
+                        .push_bind(i.org.clone())
+                        .push_bind(i.project.clone())
+                        .push_bind(i.service.clone())
+                        .push_bind(i.environment.clone())
+                        .push_bind(i.infrastructure.clone())
+                        .push_bind(i.instances_json.clone())
+                        .push_bind(i.execution_id.clone())
+                        .push_bind(i.step.clone())
+                        .push_bind(i.updated_ms);
+                    q.push(
+                        ") ON CONFLICT (account, org, project, service, environment, infrastructure) \
+                         DO UPDATE SET instances_json = excluded.instances_json, \
+                         execution_id = excluded.execution_id, step = excluded.step, \
+                         updated_ms = excluded.updated_ms",
+                    );
+                    q.build().execute(&mut *tx).await.map_err(db_error)?;
+                }
                 tx.commit().await.map_err(db_error)
+            }
+
+            async fn list_instances(
+                &self,
+                filter: &$crate::store::executions::InstancesFilter,
+            ) -> $crate::store::Result<Vec<$crate::store::executions::InstancesRecord>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                q.push($crate::store::executions::INSTANCES_COLUMNS).push(" FROM service_instances WHERE 1 = 1");
+                if let Some(s) = &filter.service {
+                    q.push(" AND service = ").push_bind(s.clone());
+                }
+                if let Some(e) = &filter.environment {
+                    q.push(" AND environment = ").push_bind(e.clone());
+                }
+                q.push(" ORDER BY service, environment, infrastructure");
+                let rows =
+                    q.build().fetch_all(&self.$reader).await.map_err($crate::store::common::db_error)?;
+                rows.iter().map($crate::store::executions::instances_from_row).collect()
             }
 
             async fn max_sequence(

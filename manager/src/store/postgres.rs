@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "entities", include_str!("../../migrations/postgres/0003_entities.sql")),
     (4, "executions", include_str!("../../migrations/postgres/0004_executions.sql")),
     (5, "triggers", include_str!("../../migrations/postgres/0005_triggers.sql")),
+    (6, "instances", include_str!("../../migrations/postgres/0006_instances.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -648,6 +649,7 @@ mod tests {
                 "entity_refs",
                 "execution_nodes",
                 "executions",
+                "service_instances",
                 "task_logs",
                 "tasks",
                 "tokens",

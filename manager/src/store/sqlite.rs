@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "entities", include_str!("../../migrations/sqlite/0003_entities.sql")),
     (4, "executions", include_str!("../../migrations/sqlite/0004_executions.sql")),
     (5, "triggers", include_str!("../../migrations/sqlite/0005_triggers.sql")),
+    (6, "instances", include_str!("../../migrations/sqlite/0006_instances.sql")),
 ];
 
 fn migrator() -> Migrator {
