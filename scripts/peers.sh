@@ -4,6 +4,7 @@
 # ~/.cache/dray-peers) except Debian packages. Tests find the Python peers
 # through the same directory (see tests/src/peers.rs).
 #   sshd          Debian openssh-server (private instances started by the tests)
+#   tinyproxy     Debian tinyproxy (an HTTP/CONNECT proxy)
 #   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks)
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
@@ -24,6 +25,9 @@ need_apt() {
 [ -x /usr/sbin/sshd ] || need_apt openssh-server
 [ -x /usr/bin/ssh ] || need_apt openssh-client
 mkdir -p /run/sshd
+
+# An HTTP proxy for the delegate's proxy support.
+[ -x /usr/bin/tinyproxy ] || need_apt tinyproxy
 
 # Python peers, pinned. A stamp file records what the venv holds.
 PY_REQS="kmock==0.8 aiohttp pyyaml attrs ansible-core==2.17.*"

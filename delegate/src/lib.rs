@@ -18,6 +18,7 @@ pub mod config;
 pub mod health;
 pub mod lease;
 pub mod link;
+pub mod proxy;
 pub mod runner;
 pub mod secrets;
 pub mod targets;

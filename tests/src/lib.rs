@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod k8s_peer;
 pub mod peers;
+pub mod proxy_peer;
 pub mod sshd;
 
 /// Path of a workspace binary built next to the test executable.
@@ -330,7 +331,13 @@ impl Drop for Manager {
 
 fn clear_dray_env(cmd: &mut Command) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("DRAY_") && k != "DRAY_TEST_PATIENCE" {
+        // The machine's proxy settings must not reroute loopback test traffic;
+        // tests that want a proxy set it through `DelegateOpts::env`.
+        let proxy = matches!(
+            k.to_ascii_uppercase().as_str(),
+            "HTTP_PROXY" | "HTTPS_PROXY" | "ALL_PROXY" | "NO_PROXY"
+        );
+        if (k.starts_with("DRAY_") && k != "DRAY_TEST_PATIENCE") || proxy {
             cmd.env_remove(k);
         }
     }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use dray_delegate::config::{ConfigError, Options};
-use tracing::error;
+use dray_delegate::proxy;
+use tracing::{error, info};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +109,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match proxy::Proxies::from_env() {
+        Ok(p) => {
+            if p.https.is_some() || p.http.is_some() {
+                info!(
+                    https_proxy = ?p.https,
+                    http_proxy = ?p.http,
+                    no_proxy = ?p.no_proxy,
+                    "Outbound connections go through a proxy."
+                );
+            }
+            proxy::init(p);
+        }
+        Err(e) => {
+            error!("invalid proxy setting: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -101,7 +101,7 @@ pub async fn enrol_once(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identit
     let (key, csr_pem) = pki::delegate_key_and_csr(p.name).map_err(EnrolError::Pki)?;
     let endpoint = tls::endpoint(p.manager, p.ca_pem, None).map_err(EnrolError::Tls)?;
     let channel =
-        tls::connect(p.manager, endpoint).await.map_err(|e| EnrolError::Transport(super::error_chain(&e)))?;
+        super::dial(p.manager, endpoint).await.map_err(|e| EnrolError::Transport(super::error_chain(&e)))?;
     let mut client = DelegateServiceClient::new(channel);
     let resp = client
         .enrol(EnrolRequest {

@@ -125,6 +125,18 @@ pub struct Link {
     pub held: watch::Receiver<Vec<LeaseRef>>,
 }
 
+/// Connects to the manager at `url`, through the configured proxy if any
+/// (TLS on top of the tunnel, so the proxy never sees the session).
+pub(crate) async fn dial(
+    url: &str,
+    endpoint: tonic::transport::Endpoint,
+) -> Result<tonic::transport::Channel, tls::Error> {
+    endpoint
+        .connect_with_connector(crate::proxy::ProxyConnector::new())
+        .await
+        .map_err(|source| tls::Error::Connect { url: url.into(), source })
+}
+
 /// `e` followed by each of its sources not already spelled out in the text
 /// (transport errors say only "transport error" at the top; the cause, such as
 /// "Connection refused", is further down the chain).
@@ -191,7 +203,7 @@ impl Link {
             &self.ca_pem,
             Some((&self.identity.cert_pem, self.identity.key.expose())),
         )?;
-        let channel = match tls::connect(&self.manager, endpoint).await {
+        let channel = match dial(&self.manager, endpoint).await {
             Ok(c) => c,
             Err(e) => return Ok(SessionEnd::Retry { reason: error_chain(&e), welcomed: false }),
         };

@@ -26,18 +26,18 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::{debug, warn};
 
 use super::{CheckContext, Outcome, RunContext, Target};
+use crate::proxy::{self, ProxyConnector};
 
 /// Timeout when the spec says 0.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
 /// Runs `http` tasks. The client (and its connection pool) is built on first use.
 #[derive(Default)]
@@ -83,10 +83,8 @@ fn tls_config() -> rustls::ClientConfig {
 }
 
 fn build_client() -> HttpClient {
-    let mut http = HttpConnector::new();
-    // The connector must accept https URLs too; TLS is layered on top.
-    http.enforce_http(false);
-    http.set_nodelay(true);
+    // Direct or through the configured proxy; TLS is layered on top for https.
+    let http = ProxyConnector::new();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config())
         .https_or_http()
@@ -105,7 +103,19 @@ async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, String
     let url = cx.substitute("url", &p.url).await.map_err(|e| e.to_string())?;
     // Secrets may make a valid template an invalid URL; the message is masked.
     let uri = task::check_url(&url).map_err(|e| format!("invalid url once secrets are resolved: {e}"))?;
+    // A plain-http request goes to the proxy in absolute form; the proxy's
+    // credentials travel in this header (https tunnels carry them in CONNECT).
+    let proxy_auth = (uri.scheme_str() == Some("http"))
+        .then(|| {
+            let host = uri.host().unwrap_or_default();
+            proxy::global().for_target(false, host, uri.port_u16().unwrap_or(80))
+        })
+        .flatten()
+        .and_then(|p| p.authorization.clone());
     let mut request = http::Request::builder().method(p.method.as_str()).uri(uri);
+    if let Some(auth) = proxy_auth {
+        request = request.header(http::header::PROXY_AUTHORIZATION, auth);
+    }
     for (name, value) in &p.headers {
         let value = cx.substitute(&format!("headers.{name}"), value).await.map_err(|e| e.to_string())?;
         let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {

@@ -242,7 +242,16 @@ pub async fn instances(
         .collect();
     print(fmt, &views, || {
         table(
-            &["SERVICE", "ENVIRONMENT", "INFRASTRUCTURE", "INSTANCE", "HOST", "VERSION", "STATUS", "DEPLOYED"],
+            &[
+                "SERVICE",
+                "ENVIRONMENT",
+                "INFRASTRUCTURE",
+                "INSTANCE",
+                "HOST",
+                "VERSION",
+                "STATUS",
+                "DEPLOYED",
+            ],
             groups
                 .iter()
                 .flat_map(|g| {
@@ -251,7 +260,11 @@ pub async fn instances(
                             g.service.clone(),
                             g.environment.clone(),
                             g.infrastructure.clone(),
-                            if i.namespace.is_empty() { i.name.clone() } else { format!("{}/{}", i.namespace, i.name) },
+                            if i.namespace.is_empty() {
+                                i.name.clone()
+                            } else {
+                                format!("{}/{}", i.namespace, i.name)
+                            },
                             i.host.clone(),
                             i.version.clone(),
                             i.status.clone(),

@@ -21,7 +21,9 @@ use super::plan::{NodeIdx, NodeKind, Plan};
 use super::state::{Decision, ExecState, NodeState};
 use super::steps::Registry;
 use crate::lease;
-use crate::store::executions::{ExecutionBatch, ExecutionRecord, ExecutionUpdate, InstancesRecord, NodeRecord};
+use crate::store::executions::{
+    ExecutionBatch, ExecutionRecord, ExecutionUpdate, InstancesRecord, NodeRecord,
+};
 use crate::store::{self, Store, TaskRecord};
 
 /// An execution event, published after it is durable.
@@ -590,7 +592,12 @@ impl Engine {
 }
 
 /// The row for instances reported by `node` of `exec`, if it deploys to a target.
-fn instances_record(exec: &Execution, node: NodeIdx, instances_json: String, now: i64) -> Option<InstancesRecord> {
+fn instances_record(
+    exec: &Execution,
+    node: NodeIdx,
+    instances_json: String,
+    now: i64,
+) -> Option<InstancesRecord> {
     let stage = exec.plan.stage_of(node)?;
     let NodeKind::Stage { target: Some(t), .. } = &exec.plan.node(stage).kind else { return None };
     Some(InstancesRecord {

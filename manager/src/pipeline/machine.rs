@@ -1849,13 +1849,20 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(reported, vec![(a, r#"[{"name":"pod-1","host":"node-a","status":"Running"}]"#.to_string())]);
+        assert_eq!(
+            reported,
+            vec![(a, r#"[{"name":"pod-1","host":"node-a","status":"Running"}]"#.to_string())]
+        );
         assert_eq!(r.e.nodes[a].outputs.get("x"), Some(&json!("1")));
         assert!(!r.e.nodes[a].outputs.contains_key(INSTANCES_OUTPUT), "instances are not a step output");
         // A report that is not a list of instances is noted and dropped.
         r.finish("s.b", true, "", &[(INSTANCES_OUTPUT, "{oops")]);
         let b_idx = r.e.plan.find("s.b").unwrap();
         assert!(!r.e.take_effects().iter().any(|f| matches!(f, Effect::Instances { .. })));
-        assert!(r.e.nodes[b_idx].notes.iter().any(|n| n.contains("instance report")), "{:?}", r.e.nodes[b_idx].notes);
+        assert!(
+            r.e.nodes[b_idx].notes.iter().any(|n| n.contains("instance report")),
+            "{:?}",
+            r.e.nodes[b_idx].notes
+        );
     }
 }

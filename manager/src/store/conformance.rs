@@ -856,7 +856,10 @@ pub(crate) async fn instances_replace_per_target(store: &dyn Store) -> anyhow::R
     store.commit_executions(&batch(vec![rec("web", "prod", "[1]", 1), rec("web", "qa", "[2]", 1)])).await?;
     store.commit_executions(&batch(vec![rec("web", "prod", "[3]", 2), rec("api", "prod", "[4]", 2)])).await?;
     let all = store.list_instances(&InstancesFilter::default()).await?;
-    check_eq!(all, vec![rec("api", "prod", "[4]", 2), rec("web", "prod", "[3]", 2), rec("web", "qa", "[2]", 1)]);
+    check_eq!(
+        all,
+        vec![rec("api", "prod", "[4]", 2), rec("web", "prod", "[3]", 2), rec("web", "qa", "[2]", 1)]
+    );
     let prod_web = store
         .list_instances(&InstancesFilter { service: Some("web".into()), environment: Some("prod".into()) })
         .await?;

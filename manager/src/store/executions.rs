@@ -80,7 +80,10 @@ pub struct ExecutionBatch {
 impl ExecutionBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.inserts.is_empty() && self.updates.is_empty() && self.nodes.is_empty() && self.instances.is_empty()
+        self.inserts.is_empty()
+            && self.updates.is_empty()
+            && self.nodes.is_empty()
+            && self.instances.is_empty()
     }
 }
 
@@ -308,7 +311,8 @@ macro_rules! impl_execution_store {
                 filter: &$crate::store::executions::InstancesFilter,
             ) -> $crate::store::Result<Vec<$crate::store::executions::InstancesRecord>> {
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
-                q.push($crate::store::executions::INSTANCES_COLUMNS).push(" FROM service_instances WHERE 1 = 1");
+                q.push($crate::store::executions::INSTANCES_COLUMNS)
+                    .push(" FROM service_instances WHERE 1 = 1");
                 if let Some(s) = &filter.service {
                     q.push(" AND service = ").push_bind(s.clone());
                 }

@@ -7,7 +7,7 @@ use super::{CheckContext, Outcome, RunContext, Target};
 
 /// Runs `k8s` tasks.
 #[derive(Debug, Default)]
-pub struct K8s;
+pub struct K8s {}
 
 #[async_trait::async_trait]
 impl Target for K8s {

@@ -7,7 +7,7 @@ use super::{CheckContext, Outcome, RunContext, Target};
 
 /// Runs `ssh` tasks.
 #[derive(Debug, Default)]
-pub struct Ssh;
+pub struct Ssh {}
 
 #[async_trait::async_trait]
 impl Target for Ssh {
