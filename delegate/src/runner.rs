@@ -207,7 +207,14 @@ impl Book {
         let held = self.held();
         let acked = self.acked();
         self.free = self.capacity.saturating_sub((held.len() + acked.len()) as u32);
-        Hello { version: version.to_string(), tags: tags.to_vec(), capacity: self.capacity, held, acked }
+        Hello {
+            version: version.to_string(),
+            tags: tags.to_vec(),
+            capacity: self.capacity,
+            held,
+            acked,
+            protocol: dray_shared::protocol::PROTOCOL,
+        }
     }
 
     /// Welcome arrived: repeat what the manager must hear again on a new session.

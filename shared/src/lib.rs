@@ -11,6 +11,7 @@ pub mod expr;
 pub mod ids;
 pub mod pb;
 pub mod pki;
+pub mod protocol;
 pub mod secret_ref;
 pub mod task;
 pub mod telemetry;

@@ -109,6 +109,7 @@ pub async fn enrol_once(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identit
             name: p.name.to_string(),
             csr_pem,
             tags: p.tags.to_vec(),
+            protocol: dray_shared::protocol::PROTOCOL,
         })
         .await
         .map_err(|s| EnrolError::from_status("enrolment", s))?

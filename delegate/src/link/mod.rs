@@ -227,6 +227,7 @@ impl Link {
             delegate.id = %session.welcome.delegate_id,
             heartbeat.interval_ms = session.welcome.heartbeat_interval_ms,
             lease.ttl_ms = session.welcome.lease_ttl_ms,
+            manager.protocol = session.welcome.protocol,
             "Delegate connected."
         );
         if session.welcome.delegate_id != self.identity.record.delegate_id.to_string() {

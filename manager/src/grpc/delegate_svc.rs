@@ -12,7 +12,7 @@ use std::time::Duration;
 use dray_shared::clock::now_ms;
 use dray_shared::pb::{self, delegate_service_server::DelegateService};
 use dray_shared::pki::{self, Authority, PeerIdentity};
-use dray_shared::{DelegateId, pki::not_after_ms};
+use dray_shared::{DelegateId, pki::not_after_ms, protocol};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -83,6 +83,8 @@ impl DelegateService for DelegateSvc {
         if r.token.is_empty() {
             return Err(Status::unauthenticated("a delegate token is required to enrol"));
         }
+        // Before the token is used: a refused delegate keeps its one-time token.
+        protocol::check_delegate(r.protocol).map_err(|e| Status::failed_precondition(e.to_string()))?;
         let token = match self.store.use_token(&auth::hash(&r.token), now_ms()).await? {
             Ok(t) => t,
             Err(refused) => {
@@ -158,6 +160,10 @@ impl DelegateService for DelegateSvc {
             Some(pb::delegate_message::Msg::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message of a session must be Hello")),
         };
+        if let Err(e) = protocol::check_delegate(hello.protocol) {
+            warn!(delegate.id = %delegate, version = %hello.version, protocol = hello.protocol, "Refused a delegate session: {e}");
+            return Err(Status::failed_precondition(e.to_string()));
+        }
         self.store.touch_delegate(delegate, now_ms(), &hello.tags).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);

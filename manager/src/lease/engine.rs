@@ -673,6 +673,8 @@ impl Engine {
             delegate_id: delegate.to_string(),
             heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
             lease_ttl_ms: self.config.ttl_ms() as u64,
+            protocol: dray_shared::protocol::PROTOCOL,
+            min_delegate_protocol: dray_shared::protocol::MIN_DELEGATE_PROTOCOL,
         };
         let _ = a
             .tx
