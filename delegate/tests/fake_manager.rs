@@ -100,8 +100,12 @@ impl DelegateService for Fake {
         };
         let id = self.id;
         tokio::spawn(async move {
-            let welcome =
-                pb::Welcome { delegate_id: id.to_string(), heartbeat_interval_ms: 200, lease_ttl_ms: 2000 };
+            let welcome = pb::Welcome {
+                delegate_id: id.to_string(),
+                heartbeat_interval_ms: 200,
+                lease_ttl_ms: 2000,
+                ..Default::default()
+            };
             while let Ok(Some(m)) = inbound.message().await {
                 let first = state.lock().unwrap().sessions[idx].is_empty();
                 {
