@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
                 async move {
                     let (key, csr) = pki::delegate_key_and_csr(&format!("d{i}"))?;
                     let r = c
-                        .enrol(pb::EnrolRequest { token, name: format!("d{i}"), csr_pem: csr, tags: vec![] })
+                        .enrol(pb::EnrolRequest { token, name: format!("d{i}"), csr_pem: csr, tags: vec![], protocol: dray_shared::protocol::PROTOCOL })
                         .await?
                         .into_inner();
                     anyhow::Ok((r.certificate_pem, key))
