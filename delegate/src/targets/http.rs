@@ -37,7 +37,15 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
-type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
+/// The hyper client of the `http` target, also used by targets that download.
+pub(crate) type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
+
+/// One client for the targets that download files (the `ssh` target's
+/// artifacts), built on first use; same TLS setup as `http` tasks.
+pub(crate) fn shared_client() -> &'static HttpClient {
+    static CLIENT: OnceLock<HttpClient> = OnceLock::new();
+    CLIENT.get_or_init(build_client)
+}
 
 /// Runs `http` tasks. The client (and its connection pool) is built on first use.
 #[derive(Default)]
@@ -230,7 +238,7 @@ fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Op
 
 /// The error and its causes, de-duplicated: the legacy client's own message
 /// ("client error (Connect)") says little without them.
-fn describe(e: &(dyn StdError + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = Some(e);
     while let Some(err) = cur {

@@ -224,6 +224,28 @@ pub struct ServiceSpec {
     /// Service variables (`<+serviceVariables.NAME>`).
     #[serde(default)]
     pub variables: Vec<Variable>,
+    /// Lifecycle commands run on each host by SSH deployments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<ServiceCommands>,
+}
+
+/// `commands`: bash run on each host of an SSH deployment, in the release
+/// directory, each with `set -e` (templates; may hold secret references).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceCommands {
+    /// Prepares the new release before it becomes current.
+    #[serde(default)]
+    pub install: Option<String>,
+    /// Stops the current release.
+    #[serde(default)]
+    pub stop: Option<String>,
+    /// Starts the release just made current.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Fails (non-zero) when the started release is unhealthy.
+    #[serde(default)]
+    pub health_check: Option<String>,
 }
 
 /// `artifacts`.

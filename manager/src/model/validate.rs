@@ -344,6 +344,11 @@ impl Checker<'_> {
         if x.connector_type.trim().is_empty() {
             self.err("connector.type", "the connector type is empty");
         }
+        if x.connector_type == "Ssh" {
+            for (path, message) in super::steps::ssh::connector_rules(&x.spec) {
+                self.err(format!("connector.spec.{path}"), message);
+            }
+        }
         match x.spec.get("delegateSelectors") {
             None => {}
             Some(Json::Array(items)) => {

@@ -441,6 +441,7 @@ impl Compiler<'_> {
                 "variables": Json::Object(service_vars.clone()),
                 "manifests": svc_spec.get("manifests").cloned().unwrap_or(json!([])),
                 "configFiles": svc_spec.get("configFiles").cloned().unwrap_or(json!([])),
+                "commands": svc_spec.get("commands").cloned().unwrap_or(json!({})),
             },
             "artifact": svc_spec.pointer("/artifacts/primary").cloned().map(|a| {
                 let mut o = a.get("spec").cloned().unwrap_or(json!({}));

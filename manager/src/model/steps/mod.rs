@@ -503,7 +503,18 @@ mod tests {
     fn builtin_names_include_the_approval_alias() {
         assert_eq!(
             StepTypes::builtin().names(),
-            ["Approval", "Barrier", "HarnessApproval", "Http", "Noop", "ShellScript", "Wait"]
+            [
+                "Approval",
+                "Barrier",
+                "HarnessApproval",
+                "Http",
+                "Noop",
+                "ShellScript",
+                "SshCommand",
+                "SshDeploy",
+                "SshRollback",
+                "Wait"
+            ]
         );
     }
 
