@@ -596,6 +596,8 @@ fn install_enrols_writes_a_unit_that_runs_and_connects() -> anyhow::Result<()> {
     for (k, v) in read_env_file(&env_path) {
         cmd.env(k, v);
     }
+    // A proxy setting as the chart's `proxy` values (or an operator's env file) gives it.
+    cmd.env("HTTPS_PROXY", "http://proxy.invalid:3128");
     let file = std::fs::File::create(&log)?;
     let child = cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).spawn()?;
     let svc = Service { child, log };
@@ -618,6 +620,12 @@ fn install_enrols_writes_a_unit_that_runs_and_connects() -> anyhow::Result<()> {
         http_get(http_port, "/readyz").filter(|(code, _)| *code == 200)
     });
     assert!(ready.is_ok(), "the health endpoint from the env file answers ready");
+
+    // It runs work, and scripts see the host's proxy setting.
+    let task = m.run_task("echo \"proxy=$HTTPS_PROXY\"", &["--selector", "pkg"])?;
+    let done = m.wait_state(&task, &["succeeded", "failed"], Duration::from_secs(20))?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(m.logs(&task)?.contains("proxy=http://proxy.invalid:3128"), "{}", m.logs(&task)?);
 
     // Installing again keeps the identity (the used-up token is not needed).
     let out = install(&m, root, "", &["--name", "pkg-1"]);
