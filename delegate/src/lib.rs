@@ -8,6 +8,8 @@
 //!   results, credits) and the runner that performs its decisions, drains on
 //!   SIGTERM/SIGINT.
 //! - [`targets`]: what runs a task of each kind (`shell`, `noop`).
+//! - [`install`]: `dray-delegate install --systemd` (enrol, write the unit and
+//!   its environment file, start the service).
 //! - [`secrets`]: resolving secret references on the delegate host only, and
 //!   masking their values in everything that leaves it.
 //!
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod health;
+pub mod install;
 pub mod lease;
 pub mod link;
 pub mod proxy;

@@ -29,3 +29,33 @@ pub fn require() {
         dir().display()
     );
 }
+
+/// `helm` (4.x), installed by `scripts/peers.sh` from the PyPI Lambda layer.
+pub fn helm() -> PathBuf {
+    require_tool(dir().join("bin/helm"))
+}
+
+/// `kubectl` (1.37), installed next to `helm`.
+pub fn kubectl() -> PathBuf {
+    require_tool(dir().join("bin/kubectl"))
+}
+
+/// `kubernetes-validate` (offline schema validation) from the peers' virtualenv.
+pub fn kubernetes_validate() -> PathBuf {
+    require_tool(venv_bin("kubernetes-validate"))
+}
+
+/// `systemd-analyze` (Debian `systemd`).
+pub fn systemd_analyze() -> PathBuf {
+    require_tool(PathBuf::from("/usr/bin/systemd-analyze"))
+}
+
+/// `path`, or a panic naming the command that installs it.
+fn require_tool(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is not installed: run `bash scripts/peers.sh` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

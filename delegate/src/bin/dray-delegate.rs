@@ -6,6 +6,10 @@
 //! has a `DRAY_*` environment variable and a key in the `--config` TOML file;
 //! a flag beats the environment, which beats the file. Exit codes: 0 after a
 //! drain, 1 when the delegate cannot continue, 2 for bad flags or config.
+//!
+//! `dray-delegate install --systemd --manager URL --ca-file ca.pem --token T`
+//! enrols, then writes and starts a hardened systemd unit (see
+//! `dray_delegate::install`). Exit codes: 0 installed, 1 failed, 2 bad flags.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +35,104 @@ struct Cli {
 enum Command {
     /// Enrol if needed, connect to the manager and run tasks until stopped.
     Run(RunArgs),
+    /// Install this host as a delegate: enrol, write the service unit and its
+    /// environment file, then enable and start the service.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// Install as a systemd service (the only kind of install there is).
+    #[arg(long, required = true)]
+    systemd: bool,
+    /// Manager URL, e.g. https://dray.example:7443 [env: DRAY_MANAGER]
+    #[arg(long, value_name = "URL")]
+    manager: Option<String>,
+    /// The manager's CA certificate (PEM); copied into --config-dir [env: DRAY_CA_FILE]
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Enrolment token; used once, now, and not written anywhere [env: DRAY_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Delegate name [env: DRAY_NAME] [default: the hostname]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Comma-separated tags tasks can select [env: DRAY_TAGS]
+    #[arg(long, value_name = "a,b", value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+    /// Tasks run at once [env: DRAY_CAPACITY] [default: 4]
+    #[arg(long, value_name = "N")]
+    capacity: Option<u32>,
+    /// Drain grace period; the unit's stop timeout is this plus 15s [env: DRAY_DRAIN_GRACE] [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    drain_grace: Option<Duration>,
+    /// Serve /healthz and /readyz here, e.g. 127.0.0.1:7081 [env: DRAY_HTTP_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// Key, certificate and identity [env: DRAY_STATE_DIR] [default: /var/lib/dray-delegate]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where the unit file goes
+    #[arg(long, value_name = "DIR", default_value = dray_delegate::install::DEFAULT_UNIT_DIR)]
+    unit_dir: PathBuf,
+    /// Where delegate.env and the CA copy go
+    #[arg(long, visible_alias = "env-dir", value_name = "DIR", default_value = dray_delegate::install::DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    /// The dray-delegate binary the unit runs [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    bin_path: Option<PathBuf>,
+    /// Service user, created as a system user when missing
+    #[arg(long, value_name = "USER", default_value = dray_delegate::install::DEFAULT_USER)]
+    user: String,
+    /// Enrol and write the files, but do not run systemctl
+    #[arg(long)]
+    no_start: bool,
+}
+
+impl InstallArgs {
+    fn options(&self) -> Result<dray_delegate::install::InstallOptions, ConfigError> {
+        let flags = Options {
+            manager: self.manager.clone(),
+            ca_file: self.ca_file.clone(),
+            token: self.token.clone(),
+            name: self.name.clone(),
+            tags: self.tags.as_ref().map(|t| dray_delegate::config::split_tags(&t.join(","))),
+            state_dir: self.state_dir.clone(),
+            capacity: self.capacity,
+            drain_grace: self.drain_grace,
+            http_addr: self.http_addr.clone(),
+        };
+        let env = Options::from_env(|k| std::env::var(k).ok())?;
+        // An installed delegate keeps its state under /var/lib, not in the cwd.
+        let default_state = Options {
+            state_dir: Some(dray_delegate::install::DEFAULT_STATE_DIR.into()),
+            ..Options::default()
+        };
+        let mut config = Options::resolve(flags, env, Some(default_state), hostname)?;
+        config.state_dir = absolute(&config.state_dir);
+        config.ca_file = absolute(&config.ca_file);
+        let bin_path = match &self.bin_path {
+            Some(p) => absolute(p),
+            None => std::env::current_exe().map_err(|e| ConfigError::Invalid {
+                source_name: "--bin-path".into(),
+                value: String::new(),
+                reason: format!("cannot find this executable ({e}); pass --bin-path"),
+            })?,
+        };
+        Ok(dray_delegate::install::InstallOptions {
+            config,
+            unit_dir: absolute(&self.unit_dir),
+            config_dir: absolute(&self.config_dir),
+            bin_path,
+            user: self.user.clone(),
+            no_start: self.no_start,
+        })
+    }
+}
+
+/// `p` against the current directory (the unit needs absolute paths).
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +203,10 @@ fn main() -> ExitCode {
     // clap prints its own errors and exits with code 2 on bad flags.
     let cli = Cli::parse();
     dray_shared::telemetry::init("info");
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Install(args) => return install(&args),
+    };
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
@@ -134,6 +239,46 @@ fn main() -> ExitCode {
             // the plain form; the alternate form would repeat every cause.
             error!("{e}");
             ExitCode::from(code)
+        }
+    }
+}
+
+fn install(args: &InstallArgs) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(dray_delegate::install::systemd(&opts, &mut stdout)) {
+        Ok(done) => {
+            let unit = dray_delegate::install::unit::UNIT_NAME;
+            if done.started {
+                println!("dray-delegate {} is running. Check it with:", done.delegate_id);
+                println!("  systemctl status {unit}");
+                println!("  journalctl -u {unit} -f        # look for \"Delegate connected\"");
+            } else {
+                println!("Installed without starting (--no-start). Start it with:");
+                println!("  systemctl daemon-reload && systemctl enable --now {unit}");
+            }
+            println!(
+                "  dray get delegates              # on the manager: {} should be connected",
+                done.delegate_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

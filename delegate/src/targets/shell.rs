@@ -64,6 +64,15 @@ const PASS_THROUGH_ENV: &[&str] = &[
     "LC_MESSAGES",
     "TZ",
     "TMPDIR",
+    // The host's outbound proxy (set by the Helm chart's `proxy` values), so the
+    // tools scripts run (curl, kubectl, helm, git) reach the outside the same way.
+    // A proxy URL with credentials is therefore visible to scripts.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
