@@ -101,23 +101,30 @@ struct Prepared {
     line: String,
 }
 
-async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, String> {
-    let url = cx.substitute("url", &p.url).await.map_err(|e| e.to_string())?;
+/// Builds the request; a failure is the task's outcome.
+async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, Outcome> {
+    let secret = |e: crate::secrets::SecretError| Outcome::secret_failure(&e);
+    let url = cx.substitute("url", &p.url).await.map_err(secret)?;
     // Secrets may make a valid template an invalid URL; the message is masked.
-    let uri = task::check_url(&url).map_err(|e| format!("invalid url once secrets are resolved: {e}"))?;
+    let uri = task::check_url(&url)
+        .map_err(|e| Outcome::failed(format!("invalid url once secrets are resolved: {e}")))?;
     let mut request = http::Request::builder().method(p.method.as_str()).uri(uri);
     for (name, value) in &p.headers {
-        let value = cx.substitute(&format!("headers.{name}"), value).await.map_err(|e| e.to_string())?;
+        let value = cx.substitute(&format!("headers.{name}"), value).await.map_err(secret)?;
         let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-            format!("header {name}: its value contains control characters once secrets are resolved")
+            Outcome::failed(format!(
+                "header {name}: its value contains control characters once secrets are resolved"
+            ))
         })?;
         request = request.header(name.as_str(), value);
     }
     let body = match &p.body {
-        Some(b) => cx.substitute("body", b).await.map_err(|e| e.to_string())?,
+        Some(b) => cx.substitute("body", b).await.map_err(secret)?,
         None => String::new(),
     };
-    let request = request.body(Full::new(Bytes::from(body))).map_err(|e| format!("invalid request: {e}"))?;
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Outcome::failed(format!("invalid request: {e}")))?;
     Ok(Prepared { request, line: format!("{} {url}", p.method) })
 }
 
@@ -262,7 +269,7 @@ impl Target for Http {
         };
         let Prepared { request, line } = match prepare(&p, &mut cx).await {
             Ok(r) => r,
-            Err(e) => return Outcome::failed(e),
+            Err(failed) => return failed,
         };
         cx.logs.line(LogStream::Stdout, &line);
         cx.logs.flush().await;
@@ -476,7 +483,7 @@ mod tests {
         );
         assert!(Http::default().check(&spec(json!({"url": "ftp://h/"}), 0), &ccx).await.is_err());
         let o = Http::default().run(spec(params, 0), cx).await;
-        assert_eq!(o, Outcome::failed("secret env:NOPE is not set on this delegate"));
+        assert_eq!(o, Outcome::failed_as(ErrorType::NotFound, "secret env:NOPE is not set on this delegate"));
         assert!(lines(&outbox).is_empty(), "nothing was sent");
 
         let (cx, _, _h) = context(&[("NL", "a\nb")]);
