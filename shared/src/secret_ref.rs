@@ -55,7 +55,9 @@ impl VaultRef {
             return Err(format!("vault reference is longer than {MAX_VAULT_REF_LEN} characters"));
         }
         let (location, key) = rest.split_once('#').ok_or_else(|| {
-            format!("{whole:?} has no #key: write vault://BACKEND/MOUNT/PATH#KEY to pick a field of the secret")
+            format!(
+                "{whole:?} has no #key: write vault://BACKEND/MOUNT/PATH#KEY to pick a field of the secret"
+            )
         })?;
         if key.is_empty() {
             return Err(format!("{whole:?}: the key after # is empty"));
