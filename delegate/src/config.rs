@@ -3,11 +3,14 @@
 //! order of precedence (a flag beats the environment beats the file) — and
 //! validated into a [`Config`]. Every error names the flag, variable or key.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::secrets::vault::config::{self as vault_config, BackendConfig, VaultOptions};
 
 /// Default `--capacity`.
 pub const DEFAULT_CAPACITY: u32 = 4;
@@ -99,6 +102,9 @@ pub struct Options {
     /// Address of the health endpoint (`/healthz`, `/readyz`); off when unset.
     #[serde(alias = "http_addr")]
     pub http_addr: Option<String>,
+    /// Vault / OpenBao secret backends by name (`[vault.NAME]` tables; config
+    /// file only, see [`crate::secrets::vault::config`]).
+    pub vault: Option<BTreeMap<String, VaultOptions>>,
 }
 
 fn tags_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -173,6 +179,7 @@ impl Options {
             capacity,
             drain_grace,
             http_addr: get("DRAY_HTTP_ADDR"),
+            vault: None,
         })
     }
 
@@ -188,6 +195,7 @@ impl Options {
             capacity: self.capacity.or(lower.capacity),
             drain_grace: self.drain_grace.or(lower.drain_grace),
             http_addr: self.http_addr.or(lower.http_addr),
+            vault: self.vault.or(lower.vault),
         }
     }
 
@@ -259,6 +267,7 @@ impl Options {
                 invalid("health endpoint address", &a, "expected an address like 127.0.0.1:7081")
             })?),
         };
+        let vault = vault_config::validate(self.vault.unwrap_or_default())?;
         Ok(Config {
             manager,
             ca_file,
@@ -269,6 +278,7 @@ impl Options {
             capacity,
             drain_grace: self.drain_grace.unwrap_or(DEFAULT_DRAIN_GRACE),
             http_addr,
+            vault,
         })
     }
 }
@@ -314,6 +324,8 @@ pub struct Config {
     pub drain_grace: Duration,
     /// Health endpoint address, if any.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Vault / OpenBao secret backends.
+    pub vault: Vec<BackendConfig>,
 }
 
 impl Config {
@@ -449,6 +461,31 @@ mod tests {
         assert_eq!(o.tags, Some(vec!["x".to_string(), "y".to_string()]));
         let e = Options::from_file(Path::new("/no/such/file.toml")).unwrap_err();
         assert!(e.to_string().starts_with("cannot read config file /no/such/file.toml"), "{e}");
+    }
+
+    #[test]
+    fn vault_backends_come_from_the_file() {
+        let file = Options::from_toml(
+            r#"
+            manager = "https://m:1"
+            ca-file = "/ca.pem"
+            [vault.prod]
+            address = "http://127.0.0.1:8200"
+            auth = { method = "token", token-file = "/etc/dray/vault-token" }
+            "#,
+            Path::new("d.toml"),
+        )
+        .unwrap();
+        let c = Options::resolve(Options::default(), env(&[]).unwrap(), Some(file), host).unwrap();
+        assert_eq!(c.vault.len(), 1);
+        assert_eq!(c.vault[0].name, "prod");
+        let bad = Options::from_toml(
+            "[vault.prod]\naddress = \"ftp://x\"\nauth = { method = \"token\", token-env = \"T\" }",
+            Path::new("d.toml"),
+        )
+        .unwrap();
+        let e = Options { vault: bad.vault, ..base() }.validate(host).unwrap_err();
+        assert!(e.to_string().starts_with("invalid vault.prod.address \"ftp://x\""), "{e}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::link::identity::{IdentityError, StateDir};
 use crate::link::stream::{DEFAULT_LOG_QUEUE_BYTES, Outbox};
 use crate::link::{Link, LinkError};
 use crate::runner::{Runner, RunnerConfig, RunnerError};
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretStore, VaultBackends};
 use crate::targets::Targets;
 
 /// Why the delegate stopped other than by a clean drain.
@@ -92,6 +92,12 @@ impl Error {
 pub async fn run(config: Config) -> Result<(), Error> {
     dray_shared::tls::install_crypto_provider();
     let ca_pem = config.read_ca()?;
+    // Clients only (CA files read now, so a bad one stops start-up); each
+    // backend logs in on first use.
+    let vault = VaultBackends::start(config.vault.clone())?;
+    if !config.vault.is_empty() {
+        info!(vault.backends = %vault.names().collect::<Vec<_>>().join(","), "Vault secret backends configured.");
+    }
     // Bound before enrolment so liveness probes answer from the start.
     let health = match config.http_addr {
         Some(addr) => {
@@ -164,7 +170,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         runner_cfg,
         Arc::clone(&outbox),
         Targets::builtin(),
-        Arc::new(SecretStore::from_process()),
+        Arc::new(SecretStore::from_process().with_vault(vault)),
     );
     // Readiness follows the session from here on.
     let mut session_up = runner.readiness();

@@ -5,7 +5,9 @@
 //! The wire form is the name string; [`ErrorType`] is the typed view of it.
 //! Who sets what:
 //! - delegates: [`TIMEOUT`] (run timeout), [`CONNECTIVITY`] (DNS, connect, TLS,
-//!   reset), [`UNKNOWN`] (non-zero exit, anything else);
+//!   reset), [`AUTHENTICATION`] / [`AUTHORIZATION`] (credentials refused / not
+//!   allowed, e.g. by a secret backend), [`NOT_FOUND`] (a secret's path or key
+//!   is missing), [`UNKNOWN`] (non-zero exit, anything else);
 //! - the manager: [`DELEGATE_RESTART`] (lease lost), [`DELEGATE_PROVISIONING`]
 //!   (no eligible delegate before the queue timeout);
 //! - pipeline steps: [`VERIFICATION`], [`APPROVAL_REJECTION`], ...
@@ -32,6 +34,8 @@ pub const AUTHENTICATION: &str = "Authentication";
 pub const AUTHORIZATION: &str = "Authorization";
 /// A remote endpoint could not be reached (DNS, connect, TLS, reset).
 pub const CONNECTIVITY: &str = "Connectivity";
+/// Something the step names does not exist (a secret's path or key).
+pub const NOT_FOUND: &str = "NotFound";
 /// A check on the result failed (e.g. an HTTP assertion).
 pub const VERIFICATION: &str = "Verification";
 /// An approver rejected the step.
@@ -56,6 +60,8 @@ pub enum ErrorType {
     Authorization,
     /// See [`CONNECTIVITY`].
     Connectivity,
+    /// See [`NOT_FOUND`].
+    NotFound,
     /// See [`VERIFICATION`].
     Verification,
     /// See [`APPROVAL_REJECTION`].
@@ -79,6 +85,7 @@ impl ErrorType {
         ErrorType::Authentication,
         ErrorType::Authorization,
         ErrorType::Connectivity,
+        ErrorType::NotFound,
         ErrorType::Verification,
         ErrorType::ApprovalRejection,
         ErrorType::Unknown,
@@ -94,6 +101,7 @@ impl ErrorType {
             ErrorType::Authentication => AUTHENTICATION,
             ErrorType::Authorization => AUTHORIZATION,
             ErrorType::Connectivity => CONNECTIVITY,
+            ErrorType::NotFound => NOT_FOUND,
             ErrorType::Verification => VERIFICATION,
             ErrorType::ApprovalRejection => APPROVAL_REJECTION,
             ErrorType::Unknown => UNKNOWN,
@@ -143,7 +151,8 @@ mod tests {
             assert_eq!(serde_json::to_string(e).unwrap(), format!("\"{e}\""));
             assert_eq!(serde_json::from_str::<ErrorType>(&format!("\"{e}\"")).unwrap(), *e);
         }
-        assert_eq!(ErrorType::ALL.len(), 10);
+        assert_eq!(ErrorType::ALL.len(), 11);
+        assert_eq!("NotFound".parse(), Ok(ErrorType::NotFound));
         assert_eq!("DelegateRestart".parse(), Ok(ErrorType::DelegateRestart));
     }
 

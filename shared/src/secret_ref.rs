@@ -1,6 +1,14 @@
 //! Secret-reference syntax: `<+secrets.getValue("env:NAME")>`,
-//! `<+secrets.getValue("file:/path")>`. The manager only ever finds and validates
-//! references; delegates resolve them (DESIGN §4) through [`substitute`].
+//! `<+secrets.getValue("file:/path")>` and
+//! `<+secrets.getValue("vault://BACKEND/MOUNT/PATH#KEY")>`. The manager only ever
+//! finds and validates references; delegates resolve them (DESIGN §4) through
+//! [`substitute`].
+//!
+//! A Vault (or OpenBao) reference names a backend configured on the delegate,
+//! then the secrets-engine mount (one path segment), the secret's path below it
+//! and, after `#`, the field of the secret to use:
+//! `vault://prod/kv/apps/web#db_password` reads field `db_password` of secret
+//! `apps/web` on mount `kv` of backend `prod`.
 
 use std::path::PathBuf;
 
@@ -13,6 +21,91 @@ pub enum SecretRef {
     Env(String),
     /// A file on the delegate host; trailing newline is trimmed.
     File(PathBuf),
+    /// A field of a secret in a Vault / OpenBao key-value engine.
+    Vault(VaultRef),
+}
+
+/// Where a `vault://` reference points.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VaultRef {
+    /// Name of a backend in the delegate's configuration.
+    pub backend: String,
+    /// The secrets-engine mount (`secret`, `kv`...).
+    pub mount: String,
+    /// The secret's path below the mount (`apps/web`), without leading or trailing `/`.
+    pub path: String,
+    /// The field of the secret to use.
+    pub key: String,
+}
+
+impl std::fmt::Display for VaultRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "vault://{}/{}/{}#{}", self.backend, self.mount, self.path, self.key)
+    }
+}
+
+/// Longest accepted `vault://` reference: a reference is a name, not data.
+pub const MAX_VAULT_REF_LEN: usize = 1024;
+
+impl VaultRef {
+    /// Parses the part after `vault://`: `BACKEND/MOUNT/PATH#KEY`.
+    pub fn parse(rest: &str) -> Result<VaultRef, String> {
+        let whole = format!("vault://{rest}");
+        if whole.len() > MAX_VAULT_REF_LEN {
+            return Err(format!("vault reference is longer than {MAX_VAULT_REF_LEN} characters"));
+        }
+        let (location, key) = rest.split_once('#').ok_or_else(|| {
+            format!(
+                "{whole:?} has no #key: write vault://BACKEND/MOUNT/PATH#KEY to pick a field of the secret"
+            )
+        })?;
+        if key.is_empty() {
+            return Err(format!("{whole:?}: the key after # is empty"));
+        }
+        if key.contains('#') || key.chars().any(char::is_control) {
+            return Err(format!("{whole:?}: the key after # must not contain # or control characters"));
+        }
+        let mut segments = location.split('/');
+        let backend = segments.next().unwrap_or_default();
+        if !is_backend_name(backend) {
+            return Err(format!(
+                "{whole:?}: backend name {backend:?} must be letters, digits, '-' or '_' \
+                 (the name of a vault backend in the delegate's configuration)"
+            ));
+        }
+        let mount = segments.next().unwrap_or_default();
+        let path: Vec<&str> = segments.collect();
+        if mount.is_empty() || path.is_empty() {
+            return Err(format!("{whole:?}: expected vault://BACKEND/MOUNT/PATH#KEY (a mount and a path)"));
+        }
+        for seg in std::iter::once(mount).chain(path.iter().copied()) {
+            if seg.is_empty() {
+                return Err(format!("{whole:?}: empty path segment (doubled or trailing '/')"));
+            }
+            if seg == "." || seg == ".." {
+                return Err(format!("{whole:?}: path segments `.` and `..` are not allowed"));
+            }
+            if seg.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '%' | '\\')) {
+                return Err(format!(
+                    "{whole:?}: path segment {seg:?} has a space, control character, '?', '%' or '\\'"
+                ));
+            }
+        }
+        Ok(VaultRef {
+            backend: backend.to_string(),
+            mount: mount.to_string(),
+            path: path.join("/"),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// A vault backend name: `[A-Za-z0-9_-]{1,64}`. The delegate's configuration
+/// uses the same rule.
+pub fn is_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl std::fmt::Display for SecretRef {
@@ -20,6 +113,7 @@ impl std::fmt::Display for SecretRef {
         match self {
             SecretRef::Env(n) => write!(f, "env:{n}"),
             SecretRef::File(p) => write!(f, "file:{}", p.display()),
+            SecretRef::Vault(v) => v.fmt(f),
         }
     }
 }
@@ -57,7 +151,12 @@ pub fn parse(reference: &str) -> Result<SecretRef, String> {
         }
         return Err(format!("file path {path:?} must be absolute"));
     }
-    Err(format!("unknown secret store in {reference:?} (expected env:NAME or file:/path)"))
+    if let Some(rest) = reference.strip_prefix("vault://") {
+        return VaultRef::parse(rest).map(SecretRef::Vault);
+    }
+    Err(format!(
+        "unknown secret store in {reference:?} (expected env:NAME, file:/path or vault://BACKEND/MOUNT/PATH#KEY)"
+    ))
 }
 
 /// Finds every reference in `text`.
@@ -138,7 +237,64 @@ mod tests {
         assert_eq!(find("ab <+secrets.getValue(x").unwrap_err().offset, 3);
     }
 
+    #[test]
+    fn vault_references_parse() {
+        let t = r#"pw=<+secrets.getValue("vault://prod/kv/apps/web#db_password")>"#;
+        let f = find(t).unwrap();
+        let want = VaultRef {
+            backend: "prod".into(),
+            mount: "kv".into(),
+            path: "apps/web".into(),
+            key: "db_password".into(),
+        };
+        assert_eq!(f[0].secret, SecretRef::Vault(want.clone()));
+        assert_eq!(f[0].secret.to_string(), "vault://prod/kv/apps/web#db_password");
+        // Keys may hold dots and dashes (`tls.crt`, `api-key`).
+        let v = VaultRef::parse("b_1/secret/x#tls.crt").unwrap();
+        assert_eq!((v.path.as_str(), v.key.as_str()), ("x", "tls.crt"));
+    }
+
+    #[test]
+    fn malformed_vault_references_say_what_is_wrong() {
+        let cases = [
+            ("vault://prod/kv/app", "has no #key"),
+            ("vault://prod/kv/app#", "key after # is empty"),
+            ("vault://prod/kv#pw", "a mount and a path"),
+            ("vault://prod#pw", "a mount and a path"),
+            ("vault:///kv/app#pw", "backend name \"\""),
+            ("vault://pr od/kv/app#pw", "backend name"),
+            ("vault://prod/kv//app#pw", "empty path segment"),
+            ("vault://prod/kv/app/#pw", "empty path segment"),
+            ("vault://prod/kv/../app#pw", "`..`"),
+            ("vault://prod/kv/a?b#pw", "'?'"),
+            ("vault://prod/kv/app#a#b", "must not contain #"),
+            ("vault:prod/kv/app#pw", "unknown secret store"),
+        ];
+        for (reference, want) in cases {
+            let e = parse(reference).unwrap_err();
+            assert!(e.contains(want), "{reference}: {e}");
+        }
+        let long = format!("vault://p/kv/{}#k", "a".repeat(MAX_VAULT_REF_LEN));
+        assert!(parse(&long).unwrap_err().contains("longer than"));
+        let text = r#"x <+secrets.getValue("vault://prod/kv/app")>"#;
+        let e = find(text).unwrap_err();
+        assert_eq!(e.offset, 2);
+        assert!(e.to_string().contains("has no #key"), "{e}");
+    }
+
     proptest! {
+        #[test]
+        fn vault_references_round_trip(
+            backend in "[a-z0-9_-]{1,10}",
+            mount in "[a-z0-9]{1,8}",
+            path in "[a-z0-9._-]{0,5}[a-z0-9]/[a-z0-9]{1,6}",
+            key in "[a-zA-Z0-9._-]{1,12}",
+        ) {
+            let text = format!("vault://{backend}/{mount}/{path}#{key}");
+            let parsed = parse(&text).unwrap();
+            prop_assert_eq!(parsed.to_string(), text);
+        }
+
         #[test]
         fn never_panics(s in ".*") {
             let _ = find(&s);

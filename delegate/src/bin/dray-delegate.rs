@@ -164,7 +164,8 @@ struct RunArgs {
     /// Serve /healthz and /readyz (ready = connected to the manager) here, e.g. 127.0.0.1:7081 [env: DRAY_HTTP_ADDR]
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<String>,
-    /// TOML file with any of the settings above (keys like `ca-file`)
+    /// TOML file with any of the settings above (keys like `ca-file`) and
+    /// `[vault.NAME]` secret backends
     #[arg(long, value_name = "FILE", env = "DRAY_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
 }
@@ -185,6 +186,8 @@ impl RunArgs {
             capacity: self.capacity,
             drain_grace: self.drain_grace,
             http_addr: self.http_addr.clone(),
+            // Vault backends are tables: config file only.
+            vault: None,
         }
     }
 

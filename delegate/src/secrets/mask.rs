@@ -11,7 +11,12 @@
 //!   form-style (`application/x-www-form-urlencoded`, space as `+`);
 //! - the JSON string-escaped form (a value with a quote, backslash or control
 //!   character inside a JSON body or a JSON output), both with non-ASCII kept
-//!   and with it escaped as `\uXXXX` (Python's `json.dumps` default).
+//!   and with it escaped as `\uXXXX` (Python's `json.dumps` default);
+//! - for a value spanning several lines (a PEM key, a kubeconfig), each of its
+//!   lines on its own, since logs arrive line by line: every line at least
+//!   [`MIN_LINE_CHARS`] characters long once surrounding whitespace is trimmed.
+//!   Shorter lines (`}`, `-----`, an empty line) would mask ordinary text all
+//!   over the log and reveal little on their own, so they are left alone.
 //!
 //! All occurrences of all needles are located in the original line first and the
 //! covered ranges merged, then replaced in one pass. Replacing needle by needle
@@ -29,6 +34,9 @@ use super::SecretValue;
 
 /// What a secret is replaced with.
 pub const MASK: &str = "**************";
+
+/// Shortest line of a multi-line value that is masked on its own.
+pub const MIN_LINE_CHARS: usize = 8;
 
 /// RFC 3986 unreserved characters stay literal (`encodeURIComponent`, Python's `quote`).
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -88,6 +96,13 @@ impl Masker {
         );
         candidates.push(json_escaped(v, false));
         candidates.push(json_escaped(v, true));
+        if v.contains(['\n', '\r']) {
+            for line in v.lines().map(str::trim) {
+                if line.chars().count() >= MIN_LINE_CHARS {
+                    candidates.push(line.to_string());
+                }
+            }
+        }
         for c in candidates {
             if !c.is_empty() && !self.needles.contains(&c) {
                 self.needles.push(c);
@@ -264,6 +279,87 @@ mod tests {
             let m = masker(&["S3CRET-VALUE"]);
             prop_assert_eq!(m.mask(&line), line.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod form_tests {
+    //! One test per form the module promises to mask.
+    use super::*;
+
+    fn masker(v: &str) -> Masker {
+        Masker::new([&SecretValue::new(v.to_string())])
+    }
+
+    fn assert_masked(m: &Masker, form: &str) {
+        let line = format!("before {form} after");
+        assert_eq!(m.mask(&line), format!("before {MASK} after"), "form {form:?}");
+    }
+
+    // `?>` and `~~` make standard and URL-safe base64 differ (`/`, `+` vs `_`, `-`),
+    // and a length of 11 needs padding.
+    const S: &str = "db?>pw~~x1!";
+
+    #[test]
+    fn standard_base64_with_and_without_padding() {
+        let m = masker(S);
+        let padded = STANDARD.encode(S);
+        assert!(padded.ends_with('='), "{padded}");
+        assert_masked(&m, &padded);
+        assert_masked(&m, &STANDARD_NO_PAD.encode(S));
+        assert_masked(&m, &STANDARD.encode(format!("{S}\n")));
+    }
+
+    #[test]
+    fn url_safe_base64_with_and_without_padding() {
+        let m = masker(S);
+        let url = URL_SAFE.encode(S);
+        assert_ne!(url, STANDARD.encode(S), "the sample must exercise the URL-safe alphabet");
+        assert_masked(&m, &url);
+        assert_masked(&m, &URL_SAFE_NO_PAD.encode(S));
+        assert_masked(&m, &URL_SAFE_NO_PAD.encode(format!("{S}\n")));
+    }
+
+    #[test]
+    fn url_encoded_forms() {
+        let m = masker("p@ss w/rd");
+        assert_masked(&m, "p%40ss%20w%2Frd");
+        assert_masked(&m, "p%40ss+w%2Frd");
+    }
+
+    #[test]
+    fn json_escaped_form() {
+        let m = masker("a\"b\\c");
+        assert_masked(&m, r#"a\"b\\c"#);
+    }
+
+    #[test]
+    fn each_long_enough_line_of_a_multi_line_value() {
+        let pem = "-----BEGIN KEY-----\nMIIBVwIBADANBgkqhkiG9w0BAQEFAAS\n  abc\n\nQ2xvc2luZ0xpbmVPZktleQ==\r\n-----END KEY-----";
+        let m = masker(pem);
+        for line in [
+            "-----BEGIN KEY-----",
+            "MIIBVwIBADANBgkqhkiG9w0BAQEFAAS",
+            "Q2xvc2luZ0xpbmVPZktleQ==",
+            "-----END KEY-----",
+        ] {
+            assert_masked(&m, line);
+        }
+        // Indented when printed: the trimmed line is still found.
+        assert_eq!(m.mask("    MIIBVwIBADANBgkqhkiG9w0BAQEFAAS"), format!("    {MASK}"));
+        // Lines under MIN_LINE_CHARS are not needles on their own.
+        assert_eq!(m.mask("abc and an empty line"), "abc and an empty line");
+        // The whole value on one line (JSON-escaped) is still masked.
+        assert_masked(&m, &serde_json::to_string(pem).unwrap().trim_matches('"').to_string());
+        // Its base64 as one line too.
+        assert_masked(&m, &STANDARD.encode(pem));
+    }
+
+    #[test]
+    fn a_single_line_value_adds_no_line_needles() {
+        let m = masker("short");
+        assert!(!m.needles.is_empty());
+        assert_eq!(m.mask("shor"), "shor");
     }
 }
 

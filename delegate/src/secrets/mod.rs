@@ -1,6 +1,7 @@
 //! Secret resolution. Only delegates ever see secret values: the manager stores
-//! and forwards references (`<+secrets.getValue("env:NAME")>`), and this module
-//! turns them into values on the delegate host, in memory only.
+//! and forwards references (`<+secrets.getValue("env:NAME")>`, `file:/path`,
+//! `vault://BACKEND/MOUNT/PATH#KEY`), and this module turns them into values on
+//! the delegate host, in memory only.
 //!
 //! Values are wrapped in [`SecretValue`], whose `Debug`/`Display` print `***`, so
 //! a stray `{:?}` in a log line cannot leak one. Everything resolved for a task is
@@ -9,15 +10,20 @@
 pub mod env;
 pub mod file;
 pub mod mask;
+pub mod vault;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use dray_shared::error_type::ErrorType;
 use dray_shared::secret_ref::{self, InvalidSecretRef, SecretRef};
 
 pub use env::EnvSource;
 pub use mask::Masker;
+pub use vault::VaultBackends;
 
 /// A resolved secret value. Redacted in `Debug` and `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,6 +93,16 @@ pub enum SecretError {
         /// The limit.
         max: u64,
     },
+    /// A `vault://` reference could not be read.
+    #[error("secret {reference}: {detail}")]
+    Vault {
+        /// The reference (`vault://prod/kv/app#password`).
+        reference: String,
+        /// What kind of failure.
+        failure: VaultFailure,
+        /// What happened (from Vault's answer; never a value).
+        detail: String,
+    },
     /// A reference in `field` is malformed.
     #[error("in {field}: {source}")]
     Malformed {
@@ -98,21 +114,70 @@ pub enum SecretError {
     },
 }
 
+/// Why a `vault://` reference could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultFailure {
+    /// No secret at that path, or no such key in it.
+    NotFound,
+    /// Vault refused the read (403: policy, revoked or expired token).
+    Denied,
+    /// Vault refused the login (bad AppRole or Kubernetes credentials) or the
+    /// credentials could not be read on the delegate.
+    LoginRefused,
+    /// Vault could not be reached or is unavailable (sealed, 5xx gateway).
+    Unreachable,
+    /// The reference names a backend this delegate does not have.
+    NotConfigured,
+    /// Anything else.
+    Other,
+}
+
+impl SecretError {
+    /// The failure type a task reports when resolving a secret failed: the one
+    /// place that decides it, so failure strategies can match on it.
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            SecretError::EnvMissing { .. } => ErrorType::NotFound,
+            SecretError::FileUnreadable { .. } => ErrorType::NotFound,
+            SecretError::Vault { failure, .. } => match failure {
+                VaultFailure::NotFound => ErrorType::NotFound,
+                VaultFailure::Denied => ErrorType::Authorization,
+                VaultFailure::LoginRefused => ErrorType::Authentication,
+                VaultFailure::Unreachable => ErrorType::Connectivity,
+                VaultFailure::NotConfigured | VaultFailure::Other => ErrorType::Unknown,
+            },
+            SecretError::EnvNotUnicode { .. }
+            | SecretError::FileNotUnicode { .. }
+            | SecretError::FileTooLarge { .. }
+            | SecretError::Malformed { .. } => ErrorType::Unknown,
+        }
+    }
+}
+
 /// Where the delegate looks secrets up.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
     env: EnvSource,
+    vault: Arc<VaultBackends>,
 }
 
 impl SecretStore {
     /// Resolves `env:` references against this process's environment.
     pub fn from_process() -> Self {
-        SecretStore { env: EnvSource::Process }
+        SecretStore { env: EnvSource::Process, vault: Arc::new(VaultBackends::none()) }
     }
 
     /// Resolves `env:` references against a fixed map (tests, embedding).
     pub fn with_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        SecretStore { env: EnvSource::Fixed(vars.into_iter().collect()) }
+        SecretStore {
+            env: EnvSource::Fixed(vars.into_iter().collect()),
+            vault: Arc::new(VaultBackends::none()),
+        }
+    }
+
+    /// The same store resolving `vault://` references with `backends`.
+    pub fn with_vault(self, backends: VaultBackends) -> Self {
+        SecretStore { vault: Arc::new(backends), ..self }
     }
 
     /// Resolves one reference.
@@ -120,15 +185,25 @@ impl SecretStore {
         match secret {
             SecretRef::Env(name) => self.env.lookup(name),
             SecretRef::File(path) => file::read(path).await,
+            SecretRef::Vault(r) => self.vault.read(r).await,
         }
     }
 
-    /// Checks that every reference in `text` resolves, without keeping values.
+    /// Checks, before an offer is acked, that this delegate can resolve every
+    /// reference in `text`: `env:` and `file:` are resolved (values dropped);
+    /// for `vault://` only the backend must be configured, since reading it here
+    /// would turn a missing secret into an offer refusal instead of a step
+    /// failure a failure strategy can match.
     pub async fn check_text(&self, field: &str, text: &str) -> Result<(), SecretError> {
         let found = secret_ref::find(text)
             .map_err(|source| SecretError::Malformed { field: field.to_string(), source })?;
         for f in found {
-            self.resolve(&f.secret).await?;
+            match &f.secret {
+                SecretRef::Vault(r) => self.vault.check(r)?,
+                other => {
+                    self.resolve(other).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -226,5 +301,38 @@ mod tests {
             s.substitute("script", "echo <+secrets.getValue(\"env:NOPE_NOT_SET\")>", &mut r).await.is_err()
         );
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn error_types_are_decided_in_one_place() {
+        let vault = |failure| SecretError::Vault {
+            reference: "vault://p/kv/a#k".into(),
+            failure,
+            detail: "x".into(),
+        };
+        let cases = [
+            (vault(VaultFailure::NotFound), ErrorType::NotFound),
+            (vault(VaultFailure::Denied), ErrorType::Authorization),
+            (vault(VaultFailure::LoginRefused), ErrorType::Authentication),
+            (vault(VaultFailure::Unreachable), ErrorType::Connectivity),
+            (vault(VaultFailure::NotConfigured), ErrorType::Unknown),
+            (vault(VaultFailure::Other), ErrorType::Unknown),
+            (SecretError::EnvMissing { name: "X".into() }, ErrorType::NotFound),
+            (SecretError::FileUnreadable { path: "/x".into(), reason: "gone".into() }, ErrorType::NotFound),
+            (SecretError::FileTooLarge { path: "/x".into(), max: 1 }, ErrorType::Unknown),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.error_type(), want, "{e}");
+        }
+        assert_eq!(vault(VaultFailure::Denied).to_string(), "secret vault://p/kv/a#k: x");
+    }
+
+    #[tokio::test]
+    async fn vault_references_need_a_configured_backend() {
+        let e = store()
+            .check_text("script", r#"<+secrets.getValue("vault://prod/kv/app#pw")>"#)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("vault backend \"prod\" is not configured on this delegate"), "{e}");
     }
 }

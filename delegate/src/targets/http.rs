@@ -107,10 +107,13 @@ struct Prepared {
     line: String,
 }
 
-async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, String> {
-    let url = cx.substitute("url", &p.url).await.map_err(|e| e.to_string())?;
+/// Builds the request; a failure is the task's outcome.
+async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, Outcome> {
+    let secret = |e: crate::secrets::SecretError| Outcome::secret_failure(&e);
+    let url = cx.substitute("url", &p.url).await.map_err(secret)?;
     // Secrets may make a valid template an invalid URL; the message is masked.
-    let uri = task::check_url(&url).map_err(|e| format!("invalid url once secrets are resolved: {e}"))?;
+    let uri = task::check_url(&url)
+        .map_err(|e| Outcome::failed(format!("invalid url once secrets are resolved: {e}")))?;
     // A plain-http request goes to the proxy in absolute form; the proxy's
     // credentials travel in this header (https tunnels carry them in CONNECT).
     let proxy_auth = (uri.scheme_str() == Some("http"))
@@ -125,17 +128,21 @@ async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, String
         request = request.header(http::header::PROXY_AUTHORIZATION, auth);
     }
     for (name, value) in &p.headers {
-        let value = cx.substitute(&format!("headers.{name}"), value).await.map_err(|e| e.to_string())?;
+        let value = cx.substitute(&format!("headers.{name}"), value).await.map_err(secret)?;
         let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-            format!("header {name}: its value contains control characters once secrets are resolved")
+            Outcome::failed(format!(
+                "header {name}: its value contains control characters once secrets are resolved"
+            ))
         })?;
         request = request.header(name.as_str(), value);
     }
     let body = match &p.body {
-        Some(b) => cx.substitute("body", b).await.map_err(|e| e.to_string())?,
+        Some(b) => cx.substitute("body", b).await.map_err(secret)?,
         None => String::new(),
     };
-    let request = request.body(Full::new(Bytes::from(body))).map_err(|e| format!("invalid request: {e}"))?;
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| Outcome::failed(format!("invalid request: {e}")))?;
     Ok(Prepared { request, line: format!("{} {url}", p.method) })
 }
 
@@ -280,7 +287,7 @@ impl Target for Http {
         };
         let Prepared { request, line } = match prepare(&p, &mut cx).await {
             Ok(r) => r,
-            Err(e) => return Outcome::failed(e),
+            Err(failed) => return failed,
         };
         cx.logs.line(LogStream::Stdout, &line);
         cx.logs.flush().await;
@@ -494,7 +501,7 @@ mod tests {
         );
         assert!(Http::default().check(&spec(json!({"url": "ftp://h/"}), 0), &ccx).await.is_err());
         let o = Http::default().run(spec(params, 0), cx).await;
-        assert_eq!(o, Outcome::failed("secret env:NOPE is not set on this delegate"));
+        assert_eq!(o, Outcome::failed_as(ErrorType::NotFound, "secret env:NOPE is not set on this delegate"));
         assert!(lines(&outbox).is_empty(), "nothing was sent");
 
         let (cx, _, _h) = context(&[("NL", "a\nb")]);

@@ -83,6 +83,13 @@ impl Outcome {
         Outcome { error_type: Some(error_type), ..Outcome::failed(message) }
     }
 
+    /// The failure of a task whose secret could not be resolved, with the error
+    /// type [`SecretError::error_type`] decides (the message names the
+    /// reference, never a value). Targets use this for every `substitute` error.
+    pub fn secret_failure(e: &SecretError) -> Self {
+        Outcome::failed_as(e.error_type(), e.to_string())
+    }
+
     /// The failure reported when a task was stopped for `reason`.
     pub fn stopped(reason: StopReason) -> Self {
         match reason {

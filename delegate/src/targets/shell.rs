@@ -140,13 +140,13 @@ impl Target for Shell {
         };
         let script = match cx.substitute("script", &p.script).await {
             Ok(s) => s,
-            Err(e) => return Outcome::failed(e.to_string()),
+            Err(e) => return Outcome::secret_failure(&e),
         };
         let mut env = Vec::with_capacity(p.env.len());
         for (k, v) in &p.env {
             match cx.substitute(&format!("env.{k}"), v).await {
                 Ok(v) => env.push((k.clone(), v)),
-                Err(e) => return Outcome::failed(e.to_string()),
+                Err(e) => return Outcome::secret_failure(&e),
             }
         }
         let Some(bash) = find_in_path("bash") else {
@@ -718,7 +718,7 @@ mod tests {
     async fn unresolvable_secret_at_run_time_fails_without_running() {
         let (cx, outbox, _h) = context(&[]);
         let o = Shell.run(spec("echo <+secrets.getValue(\"env:GONE\")>", &[], 0), cx).await;
-        assert_eq!(o, Outcome::failed("secret env:GONE is not set on this delegate"));
+        assert_eq!(o, Outcome::failed_as(ErrorType::NotFound, "secret env:GONE is not set on this delegate"));
         assert!(lines(&outbox).is_empty());
     }
 
