@@ -355,21 +355,46 @@ fn manager_chart_runs_replicas_on_postgresql_with_a_shared_ca() -> anyhow::Resul
 }
 
 #[test]
-fn charts_refuse_broken_combinations_and_name_the_value() {
-    let cases: [(&str, &str, &str); 7] = [
+fn charts_refuse_bad_values_and_broken_combinations_naming_the_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        // values.schema.json: each value on its own, by its path.
+        ("dray-delegate", "kind=DaemonSet", "at '/kind': value must be one of 'Deployment', 'StatefulSet'"),
+        (
+            "dray-delegate",
+            "manager.url=http://m:7443",
+            "at '/manager/url': 'http://m:7443' does not match pattern",
+        ),
+        (
+            "dray-delegate",
+            "rbac.scope=everything",
+            "at '/rbac/scope': value must be one of 'namespace', 'cluster'",
+        ),
+        ("dray-delegate", "capacity=0", "at '/capacity': minimum: got 0, want 1"),
+        ("dray-delegate", "replica=3", "additional properties 'replica' not allowed"),
+        (
+            "dray-manager",
+            "database.type=mysql",
+            "at '/database/type': value must be one of 'sqlite', 'postgres'",
+        ),
+        // The templates: combinations that would share an identity, lose the
+        // store or split the CA.
         (
             "dray-delegate",
             "replicas=3",
             "replicas: 3 with kind=Deployment and persistence.enabled would share one identity",
         ),
-        ("dray-delegate", "kind=DaemonSet", "kind: \"DaemonSet\" is not Deployment or StatefulSet"),
         (
             "dray-delegate",
-            "manager.url=http://m:7443",
-            "manager.url: \"http://m:7443\" must start with https://",
+            "kind=StatefulSet,persistence.enabled=false",
+            "persistence.enabled: a StatefulSet keeps each pod's identity",
         ),
-        ("dray-delegate", "rbac.scope=everything", "rbac.scope: \"everything\" is not namespace or cluster"),
+        ("dray-delegate", "token.existingSecret=", "token: set token.value or token.existingSecret"),
         ("dray-manager", "replicas=2", "replicas: 2 needs database.type=postgres"),
+        (
+            "dray-manager",
+            "persistence.enabled=false",
+            "persistence.enabled: SQLite keeps everything in the data directory",
+        ),
         ("dray-manager", "database.type=postgres", "database.postgres: set database.postgres.existingSecret"),
         (
             "dray-manager",
