@@ -18,7 +18,7 @@ use dray_tests::{Manager, StoreKind, bin, free_port, http_get, peers, wait_for};
 use serde_json::Value;
 
 /// Highest accepted `systemd-analyze security` exposure, ×10 as the tool takes
-/// it: 2.0 is inside systemd's "OK" band. The units score 1.2 (manager) and
+/// it: 2.0 is inside systemd's "OK" band. The units score 1.1 (manager) and
 /// 1.4 (delegate) as shipped; the delegate cannot go lower without breaking
 /// tasks (it needs the network, and scripts may run JITs or other users' tools).
 const SECURITY_THRESHOLD: &str = "20";
