@@ -83,6 +83,19 @@ pub enum InstallError {
     },
 }
 
+impl InstallError {
+    /// Process exit code: 2 for bad settings (like `run`), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InstallError::Config(_)
+            | InstallError::Render(_)
+            | InstallError::NeedToken { .. }
+            | InstallError::Binary { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// What to install.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
