@@ -474,6 +474,59 @@ fn systemd_units_verify_clean_and_are_hardened() {
     assert!(delegate.lines().any(|l| l == "TimeoutStopSec=45s"), "default drain 30s + 15s");
 }
 
+/// `KEY=VALUE` settings of an example env file (unquoted values, comments skipped).
+fn example_env(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(unit_template(name)).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{name}: not KEY=VALUE: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_manager_unit_runs_with_the_example_env_file() -> anyhow::Result<()> {
+    // ExecStart of the shipped unit with the example settings; only the binary,
+    // the data directory and the ports (fixed in the example) are this test's.
+    let unit = std::fs::read_to_string(unit_template("dray-manager.service"))?;
+    let exec = unit_value(&unit, "ExecStart");
+    let data = tempfile::tempdir()?;
+    let mut argv: Vec<String> = exec.split_whitespace().map(String::from).collect();
+    assert_eq!(argv[0], "/usr/local/bin/dray");
+    argv[0] = bin("dray").display().to_string();
+    let state = unit_value(&unit, "StateDirectory");
+    let at = argv.iter().position(|a| a == "--data-dir").context("ExecStart passes --data-dir")?;
+    assert_eq!(argv[at + 1], format!("/var/lib/{state}"), "the data dir is the StateDirectory");
+    argv[at + 1] = data.path().display().to_string();
+    let (grpc, http) = (free_port(), free_port());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    let settings = example_env("manager.env");
+    assert!(settings.iter().any(|(k, _)| k == "DRAY_ADVERTISE_HOST"));
+    for (k, v) in settings {
+        cmd.env(k, v);
+    }
+    cmd.env("DRAY_GRPC_ADDR", format!("127.0.0.1:{grpc}")).env("DRAY_HTTP_ADDR", format!("127.0.0.1:{http}"));
+    let log = data.path().join("manager.log");
+    let file = std::fs::File::create(&log)?;
+    let child = cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).spawn()?;
+    let svc = Service { child, log };
+    wait_for("the manager from the unit to be ready", Duration::from_secs(30), || {
+        http_get(http, "/readyz").filter(|(code, _)| *code == 200)
+    })
+    .with_context(|| svc.log())?;
+    assert!(
+        svc.log().contains("dray.example.internal"),
+        "the advertised name is on the certificate:\n{}",
+        svc.log()
+    );
+    assert!(data.path().join("ca.pem").exists() && data.path().join("admin.token").exists());
+    Ok(())
+}
+
 /// A process started from a unit's ExecStart; killed on drop.
 struct Service {
     child: Child,
