@@ -73,6 +73,12 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+    /// Not root, and `--user` is another (or a missing) user.
+    #[error("run the install as root, or pass --user with your own user name (--user {user} needs root)")]
+    NotRoot {
+        /// The requested user.
+        user: String,
+    },
     /// A system command (`useradd`, `systemctl`) failed.
     #[error("`{command}` failed: {reason}")]
     Command {
@@ -90,7 +96,8 @@ impl InstallError {
             InstallError::Config(_)
             | InstallError::Render(_)
             | InstallError::NeedToken { .. }
-            | InstallError::Binary { .. } => 2,
+            | InstallError::Binary { .. }
+            | InstallError::NotRoot { .. } => 2,
             _ => 1,
         }
     }
@@ -138,6 +145,12 @@ pub async fn systemd(opts: &InstallOptions, out: &mut dyn Write) -> Result<Insta
     let ca_pem = cfg.read_ca()?;
     check_binary(&opts.bin_path)?;
     let account = Account::lookup(&opts.user);
+    // Creating the user and handing it the state need root; find out now, not
+    // after the token has been spent.
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && account.as_ref().is_none_or(|a| a.uid != me) {
+        return Err(InstallError::NotRoot { user: opts.user.clone() });
+    }
     let env_path = opts.config_dir.join(unit::ENV_FILE_NAME);
     let ca_path = opts.config_dir.join("ca.pem");
     let unit_path = opts.unit_dir.join(unit::UNIT_NAME);
