@@ -705,13 +705,21 @@ fn install_enrols_writes_a_unit_that_runs_and_connects() -> anyhow::Result<()> {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert!(m.logs(&task)?.contains("proxy=http://proxy.invalid:3128"), "{}", m.logs(&task)?);
 
-    // Installing again keeps the identity (the used-up token is not needed).
-    let out = install(&m, root, "", &["--name", "pkg-1"]);
+    // Installing again keeps the identity (the used-up token is not needed) and
+    // what the operator added to the env file.
+    let mut edited = std::fs::read_to_string(&env_path)?;
+    edited.push_str("REGISTRY_PASSWORD=\"s3cret\"\n");
+    std::fs::write(&env_path, edited)?;
+    let out = install(&m, root, "", &["--name", "pkg-1", "--capacity", "3"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("kept the enrolment in {} ({id})", root.join("state").display())),
         "{}",
         text(&out)
     );
+    let vars = read_env_file(&env_path);
+    assert!(vars.contains(&("REGISTRY_PASSWORD".into(), "s3cret".into())), "{vars:?}");
+    assert!(vars.contains(&("DRAY_CAPACITY".into(), "3".into())), "{vars:?}");
+    assert_eq!(vars.iter().filter(|(k, _)| k == "DRAY_CAPACITY").count(), 1, "{vars:?}");
     Ok(())
 }

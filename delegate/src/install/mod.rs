@@ -220,8 +220,17 @@ pub async fn systemd(opts: &InstallOptions, out: &mut dyn Write) -> Result<Insta
     create_dir(&opts.config_dir)?;
     write_file(&ca_path, ca_pem.as_bytes(), 0o644)?;
     log(out, &format!("wrote {}", ca_path.display()));
-    write_file(&env_path, env_file(cfg, &ca_path).as_bytes(), 0o600)?;
-    log(out, &format!("wrote {} (add env: secrets here; mode 0600)", env_path.display()));
+    let mut env_text = env_file(cfg, &ca_path);
+    match std::fs::read_to_string(&env_path) {
+        Ok(previous) => env_text = unit::merge_env(&env_text, &previous),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(InstallError::Io { action: "read", path: env_path, source: e }),
+    }
+    write_file(&env_path, env_text.as_bytes(), 0o600)?;
+    log(
+        out,
+        &format!("wrote {} (mode 0600; settings you add there are kept on reinstall)", env_path.display()),
+    );
     create_dir(&opts.unit_dir)?;
     write_file(&unit_path, unit_text.as_bytes(), 0o644)?;
     log(out, &format!("wrote {}", unit_path.display()));
