@@ -34,11 +34,13 @@ mkdir -p /run/sshd
 # An HTTP proxy for the delegate's proxy support.
 [ -x /usr/bin/tinyproxy ] || need_apt tinyproxy
 
-# Python peers, pinned. A stamp file records what the venv holds.
+# Python peers, pinned. A stamp file per requirement set records that the venv
+# holds it (named by its hash, so checkouts with different sets sharing the
+# directory do not reinstall in turn).
 PY_REQS="kmock==0.8 aiohttp pyyaml attrs ansible-core==2.17.* kubernetes-validate==1.37.0"
 VENV="$PEERS_DIR/venv"
-STAMP="$VENV/.dray-reqs"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PY_REQS" ]; then
+STAMP="$VENV/.dray-reqs-$(printf '%s' "$PY_REQS" | sha256sum | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
   echo "peers: python venv ($PY_REQS)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check $PY_REQS

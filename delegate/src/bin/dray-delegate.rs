@@ -9,7 +9,8 @@
 //!
 //! `dray-delegate install --systemd --manager URL --ca-file ca.pem --token T`
 //! enrols, then writes and starts a hardened systemd unit (see
-//! `dray_delegate::install`). Exit codes: 0 installed, 1 failed, 2 bad flags.
+//! `dray_delegate::install`). Exit codes: 0 installed, 1 failed (enrolment,
+//! files, systemctl), 2 bad flags or settings.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,9 @@ struct InstallArgs {
     /// Enrol and write the files, but do not run systemctl
     #[arg(long)]
     no_start: bool,
+    /// TOML file with any of the delegate settings above (keys like `ca-file`)
+    #[arg(long, value_name = "FILE", env = "DRAY_CONFIG", hide_env_values = true)]
+    config: Option<PathBuf>,
 }
 
 impl InstallArgs {
@@ -108,7 +112,11 @@ impl InstallArgs {
             state_dir: Some(dray_delegate::install::DEFAULT_STATE_DIR.into()),
             ..Options::default()
         };
-        let mut config = Options::resolve(flags, env, Some(default_state), hostname)?;
+        let file = match self.config.as_deref() {
+            Some(path) => Options::from_file(path)?.over(default_state),
+            None => default_state,
+        };
+        let mut config = Options::resolve(flags, env, Some(file), hostname)?;
         config.state_dir = absolute(&config.state_dir);
         config.ca_file = absolute(&config.ca_file);
         let bin_path = match &self.bin_path {
@@ -281,7 +289,7 @@ fn install(args: &InstallArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -73,6 +73,12 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+    /// Not root, and `--user` is another (or a missing) user.
+    #[error("run the install as root, or pass --user with your own user name (--user {user} needs root)")]
+    NotRoot {
+        /// The requested user.
+        user: String,
+    },
     /// A system command (`useradd`, `systemctl`) failed.
     #[error("`{command}` failed: {reason}")]
     Command {
@@ -81,6 +87,20 @@ pub enum InstallError {
         /// Exit status and stderr.
         reason: String,
     },
+}
+
+impl InstallError {
+    /// Process exit code: 2 for bad settings (like `run`), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InstallError::Config(_)
+            | InstallError::Render(_)
+            | InstallError::NeedToken { .. }
+            | InstallError::Binary { .. }
+            | InstallError::NotRoot { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// What to install.
@@ -125,6 +145,12 @@ pub async fn systemd(opts: &InstallOptions, out: &mut dyn Write) -> Result<Insta
     let ca_pem = cfg.read_ca()?;
     check_binary(&opts.bin_path)?;
     let account = Account::lookup(&opts.user);
+    // Creating the user and handing it the state need root; find out now, not
+    // after the token has been spent.
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && account.as_ref().is_none_or(|a| a.uid != me) {
+        return Err(InstallError::NotRoot { user: opts.user.clone() });
+    }
     let env_path = opts.config_dir.join(unit::ENV_FILE_NAME);
     let ca_path = opts.config_dir.join("ca.pem");
     let unit_path = opts.unit_dir.join(unit::UNIT_NAME);
@@ -194,8 +220,17 @@ pub async fn systemd(opts: &InstallOptions, out: &mut dyn Write) -> Result<Insta
     create_dir(&opts.config_dir)?;
     write_file(&ca_path, ca_pem.as_bytes(), 0o644)?;
     log(out, &format!("wrote {}", ca_path.display()));
-    write_file(&env_path, env_file(cfg, &ca_path).as_bytes(), 0o600)?;
-    log(out, &format!("wrote {} (add env: secrets here; mode 0600)", env_path.display()));
+    let mut env_text = env_file(cfg, &ca_path);
+    match std::fs::read_to_string(&env_path) {
+        Ok(previous) => env_text = unit::merge_env(&env_text, &previous),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(InstallError::Io { action: "read", path: env_path, source: e }),
+    }
+    write_file(&env_path, env_text.as_bytes(), 0o600)?;
+    log(
+        out,
+        &format!("wrote {} (mode 0600; settings you add there are kept on reinstall)", env_path.display()),
+    );
     create_dir(&opts.unit_dir)?;
     write_file(&unit_path, unit_text.as_bytes(), 0o644)?;
     log(out, &format!("wrote {}", unit_path.display()));

@@ -150,6 +150,30 @@ pub fn render_env(header: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
+/// The new environment file `rendered`, followed by what the operator added to
+/// the `previous` one (secrets for `env:` references, proxy settings…): every
+/// line except the install's own header and the assignments it rewrites.
+pub fn merge_env(rendered: &str, previous: &str) -> String {
+    let own_line = |line: &str| {
+        let trimmed = line.trim();
+        let key = trimmed.split_once('=').map(|(k, _)| k.trim());
+        rendered.lines().any(|r| {
+            (r.starts_with('#') && r == trimmed)
+                || (key.is_some() && r.split_once('=').map(|(k, _)| k) == key)
+        })
+    };
+    let kept: Vec<&str> = previous.lines().filter(|l| !own_line(l)).collect();
+    let mut out = rendered.to_string();
+    if kept.iter().any(|l| !l.trim().is_empty()) {
+        let start = kept.iter().position(|l| !l.trim().is_empty()).unwrap_or(0);
+        for line in &kept[start..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +243,21 @@ mod tests {
         assert!(e.to_string().starts_with("invalid --user \"root user\""), "{e}");
         let e = render_unit(&UnitSettings { state_dir: "state".into(), ..settings() }).unwrap_err();
         assert!(e.to_string().starts_with("invalid --state-dir"), "{e}");
+    }
+
+    #[test]
+    fn a_reinstall_keeps_what_the_operator_added() {
+        let first = render_env("header", &[("DRAY_NAME", "a".into()), ("DRAY_TAGS", "x".into())]);
+        let edited =
+            format!("{first}\n# registry credentials\nREGISTRY_PASSWORD=s3cret\nDRAY_TAGS=\"hand-edited\"\n");
+        let second = render_env("header", &[("DRAY_NAME", "b".into()), ("DRAY_TAGS", "y".into())]);
+        let merged = merge_env(&second, &edited);
+        assert_eq!(
+            merged,
+            "# header\nDRAY_NAME=\"b\"\nDRAY_TAGS=\"y\"\n# registry credentials\nREGISTRY_PASSWORD=s3cret\n"
+        );
+        assert_eq!(merge_env(&second, &first), second, "nothing added, nothing kept");
+        assert_eq!(merge_env(&second, &merged), merged, "stable over reinstalls");
     }
 
     #[test]

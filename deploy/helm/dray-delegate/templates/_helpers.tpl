@@ -54,11 +54,9 @@ app.kubernetes.io/component: delegate
 {{- end }}
 {{- end }}
 
-{{/* Refuses combinations that would break the delegate, naming the values. */}}
+{{/* Refuses combinations that would break the delegate, naming the values
+    (values.schema.json checks each value on its own). */}}
 {{- define "dray-delegate.validate" -}}
-{{- if not (has .Values.kind (list "Deployment" "StatefulSet")) }}
-{{- fail (printf "kind: %q is not Deployment or StatefulSet" .Values.kind) }}
-{{- end }}
 {{- if and (eq .Values.kind "Deployment") .Values.persistence.enabled (gt (int .Values.replicas) 1) }}
 {{- fail (printf "replicas: %d with kind=Deployment and persistence.enabled would share one identity between pods; set kind=StatefulSet (one volume and identity per pod) or persistence.enabled=false (each pod enrols anew on start)" (int .Values.replicas)) }}
 {{- end }}
@@ -68,9 +66,6 @@ app.kubernetes.io/component: delegate
 {{- if and (eq .Values.kind "StatefulSet") .Values.persistence.existingClaim }}
 {{- fail "persistence.existingClaim: a StatefulSet creates one claim per pod; existingClaim is for kind=Deployment with one replica" }}
 {{- end }}
-{{- if not (hasPrefix "https://" .Values.manager.url) }}
-{{- fail (printf "manager.url: %q must start with https://" .Values.manager.url) }}
-{{- end }}
 {{- if and (not .Values.manager.ca.pem) (not .Values.manager.ca.existingConfigMap) }}
 {{- fail "manager.ca: set manager.ca.pem (the manager's ca.pem) or manager.ca.existingConfigMap" }}
 {{- end }}
@@ -79,14 +74,6 @@ app.kubernetes.io/component: delegate
 {{- end }}
 {{- if and (not .Values.token.value) (not .Values.token.existingSecret) }}
 {{- fail "token: set token.value or token.existingSecret (a Secret with the enrolment token)" }}
-{{- end }}
-{{- if not (has .Values.rbac.scope (list "namespace" "cluster")) }}
-{{- fail (printf "rbac.scope: %q is not namespace or cluster" .Values.rbac.scope) }}
-{{- end }}
-{{- range .Values.tags }}
-{{- if or (contains "," .) (contains " " .) (eq . "") }}
-{{- fail (printf "tags: %q must be non-empty, without spaces or commas" .) }}
-{{- end }}
 {{- end }}
 {{- end }}
 
