@@ -105,6 +105,8 @@ impl InstallArgs {
             capacity: self.capacity,
             drain_grace: self.drain_grace,
             http_addr: self.http_addr.clone(),
+            // Secret backends come from the config file only.
+            vault: None,
         };
         let env = Options::from_env(|k| std::env::var(k).ok())?;
         // An installed delegate keeps its state under /var/lib, not in the cwd.
