@@ -2,11 +2,13 @@
 //! token `root`) on a free loopback port, killed on drop, plus the few HTTP API
 //! calls tests need to set it up (KV secrets, policies, tokens, AppRole).
 //!
-//! The HTTP client is a tiny HTTP/1.1 one over `TcpStream` (the dev server
-//! speaks plain HTTP), so tests do not depend on the code under test.
+//! The HTTP client is a tiny HTTP/1.1 one over `TcpStream` (the plain dev server
+//! speaks HTTP), so tests do not depend on the code under test. The TLS dev
+//! server ([`OpenBao::start_tls`]) is driven through the `bao` CLI instead.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,21 +26,38 @@ pub struct OpenBao {
     pub port: u16,
     /// Holds its log and its `HOME` (the dev server stores a token helper file there).
     pub dir: tempfile::TempDir,
+    tls: bool,
     child: Child,
 }
 
 impl OpenBao {
-    /// Starts a dev server and waits until `/v1/sys/health` answers 200.
+    /// Starts a plain-HTTP dev server and waits until `/v1/sys/health` answers 200.
     pub fn start() -> anyhow::Result<OpenBao> {
+        Self::spawn(false)
+    }
+
+    /// Starts a dev server on HTTPS with a generated CA ([`OpenBao::ca_file`]);
+    /// waits until `bao status` succeeds. Set it up with [`OpenBao::cli`].
+    pub fn start_tls() -> anyhow::Result<OpenBao> {
+        Self::spawn(true)
+    }
+
+    fn spawn(tls: bool) -> anyhow::Result<OpenBao> {
         peers::require();
         let bao = peers::bao();
         let dir = tempfile::tempdir()?;
         let port = free_port_pair();
         let log = std::fs::File::create(dir.path().join("bao.log"))?;
-        let child = Command::new(&bao)
-            .args(["server", "-dev", "-dev-no-store-token"])
+        let mut cmd = Command::new(&bao);
+        cmd.args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+        if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir(&certs)?;
+            cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
+        let child = cmd
             .env("HOME", dir.path())
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
@@ -47,19 +66,48 @@ impl OpenBao {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {}", bao.display()))?;
-        let mut b = OpenBao { port, dir, child };
+        let mut b = OpenBao { port, dir, tls, child };
         wait_for("OpenBao to be healthy", Duration::from_secs(20), || {
             if let Ok(Some(status)) = b.child.try_wait() {
                 return Some(Err(anyhow::anyhow!("bao exited with {status}:\n{}", b.log())));
             }
-            matches!(b.request("GET", "/v1/sys/health", None, None), Ok((200, _))).then_some(Ok(()))
+            let healthy = if b.tls {
+                b.ca_file().is_some_and(|ca| ca.exists()) && b.cli(&["status"]).is_ok()
+            } else {
+                matches!(b.request("GET", "/v1/sys/health", None, None), Ok((200, _)))
+            };
+            healthy.then_some(Ok(()))
         })??;
         Ok(b)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` for a TLS server.
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The generated CA certificate of a TLS server.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.path().join("tls/vault-ca.pem"))
+    }
+
+    /// Runs the `bao` CLI against this server as root; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = Command::new(peers::bao());
+        cmd.args(args)
+            .env("HOME", self.dir.path())
+            .env("BAO_ADDR", self.address())
+            .env("BAO_TOKEN", ROOT_TOKEN)
+            .stdin(Stdio::null());
+        if let Some(ca) = self.ca_file() {
+            cmd.env("BAO_CACERT", ca);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!("bao {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The server's log.

@@ -396,3 +396,40 @@ fn approle_logs_in_again_when_its_token_reaches_its_max_ttl() -> anyhow::Result<
     assert_eq!(t["state"], "succeeded", "read with the new login's token: {t:#}");
     Ok(())
 }
+
+#[test]
+fn https_backends_trust_the_configured_ca_only() -> anyhow::Result<()> {
+    let bao = OpenBao::start_tls()?;
+    bao.cli(&["kv", "put", "secret/db", "password=tls-pw-value"])?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("t"), dray_tests::openbao::ROOT_TOKEN)?;
+    let ca = bao.ca_file().expect("TLS server");
+    let config = dir.path().join("delegate.toml");
+    let table = |name: &str, ca: Option<&Path>| {
+        let ca = ca.map(|c| format!("ca-file = \"{}\"\n", c.display())).unwrap_or_default();
+        format!(
+            "[vault.{name}]\naddress = \"{}\"\n{ca}auth = {{ method = \"token\", token-file = \"{}/t\" }}\n",
+            bao.address(),
+            dir.path().display()
+        )
+    };
+    std::fs::write(&config, table("tls", Some(&ca)) + &table("untrusted", None))?;
+    let m = Manager::start(StoreKind::Sqlite)?;
+    let opts = DelegateOpts {
+        env: vec![("DRAY_CONFIG".into(), config.display().to_string())],
+        ..Default::default()
+    };
+    let _d = Delegate::enrol(&m, "vault", opts)?;
+
+    let ok =
+        m.run_task(r#"test "<+secrets.getValue("vault://tls/secret/db#password")>" = tls-pw-value"#, &[])?;
+    let t = m.wait_state(&ok, &["failed", "succeeded"], T)?;
+    assert_eq!(t["state"], "succeeded", "{t:#}");
+    // The generated CA is in no system store: without ca-file the handshake fails.
+    let bad = m.run_task(r#"echo <+secrets.getValue("vault://untrusted/secret/db#password")>"#, &[])?;
+    let t = m.wait_state(&bad, &["failed", "succeeded"], T)?;
+    assert_eq!(t["state"], "failed", "{t:#}");
+    assert_eq!(t["error_type"], "Connectivity", "{t:#}");
+    assert!(t["reason"].as_str().unwrap_or_default().contains("UnknownIssuer"), "{t:#}");
+    Ok(())
+}
