@@ -398,7 +398,7 @@ fn approle_logs_in_again_when_its_token_reaches_its_max_ttl() -> anyhow::Result<
 }
 
 #[test]
-fn https_backends_trust_the_configured_ca_only() -> anyhow::Result<()> {
+fn https_backends_trust_the_configured_ca() -> anyhow::Result<()> {
     let bao = OpenBao::start_tls()?;
     bao.cli(&["kv", "put", "secret/db", "password=tls-pw-value"])?;
     let dir = tempfile::tempdir()?;

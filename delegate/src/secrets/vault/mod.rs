@@ -317,7 +317,6 @@ impl Backend {
                 // (a refused token-file token is re-read) and retry; a second
                 // refusal is the answer.
                 debug!(vault.backend = %self.cfg.name, "Read refused; logging in again before retrying.");
-                self.cache.clear();
                 {
                     let mut s = self.session.write().await;
                     s.token = None;
@@ -374,8 +373,10 @@ impl Backend {
         self.login(&mut s).await
     }
 
-    /// Obtains a fresh token with the configured method.
+    /// Obtains a fresh token with the configured method. Drops the cache first:
+    /// nothing read with an earlier token outlives it.
     async fn login(&self, s: &mut Session) -> Result<(), Failure> {
+        self.cache.clear();
         let address = &self.cfg.address;
         let method = self.cfg.auth.method();
         let credential = |what: &str, r: Result<String, String>| {
@@ -476,7 +477,6 @@ impl Backend {
         }
         let mut s = self.session.write().await;
         s.token = None;
-        self.cache.clear();
         self.login(&mut s).await
     }
 }
