@@ -5,7 +5,12 @@
 //! reads) and printed raw and base64-encoded, yet masked in every log line and
 //! absent from the manager's SQLite files and its log. A revoked token fails
 //! its step with `Authorization` and a missing path or key with `NotFound`,
-//! each caught by a failure strategy matching exactly that type.
+//! each caught by a failure strategy matching exactly that type; refused AppRole
+//! and Kubernetes logins are `Authentication`; short-lived tokens are renewed
+//! and AppRole logs in again at its max TTL; HTTPS with a CA file.
+//!
+//! Kubernetes auth is only shown refusing a login: a successful one needs a
+//! Kubernetes API answering TokenReview, which no peer here provides.
 
 use std::path::Path;
 use std::time::Duration;
@@ -286,7 +291,7 @@ fn malformed_vault_references_are_refused_at_apply() -> anyhow::Result<()> {
 }
 
 #[test]
-fn approle_login_refused_is_an_authentication_failure() -> anyhow::Result<()> {
+fn refused_logins_are_authentication_failures() -> anyhow::Result<()> {
     let bao = OpenBao::start()?;
     bao.kv2_put("secret", "db", json!({"password": "x"}))?;
     bao.put_policy("reader", READER)?;
@@ -304,16 +309,63 @@ fn approle_login_refused_is_an_authentication_failure() -> anyhow::Result<()> {
         ),
     )?;
     let m = Manager::start(StoreKind::Sqlite)?;
+    // Kubernetes auth whose API server (for TokenReview) is not there: the login
+    // is refused whatever the JWT says.
+    bao.root("POST", "/v1/sys/auth/kubernetes", Some(json!({"type": "kubernetes"})))?;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    bao.root(
+        "POST",
+        "/v1/auth/kubernetes/config",
+        Some(json!({
+            "kubernetes_host": dead,
+            "disable_local_ca_jwt": true,
+            // Any CA will do (nothing answers there); the manager's is at hand.
+            "kubernetes_ca_cert": std::fs::read_to_string(m.ca_file())?,
+        })),
+    )?;
+    bao.root(
+        "POST",
+        "/v1/auth/kubernetes/role/dray",
+        Some(json!({
+            "bound_service_account_names": ["dray"],
+            "bound_service_account_namespaces": ["ci"],
+            "token_policies": ["reader"],
+        })),
+    )?;
+    let claims = json!({
+        "iss": "kubernetes/serviceaccount",
+        "sub": "system:serviceaccount:ci:dray",
+        "kubernetes.io/serviceaccount/namespace": "ci",
+        "kubernetes.io/serviceaccount/service-account.name": "dray",
+    });
+    let jwt = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode("not-a-signature")
+    );
+    std::fs::write(dir.path().join("sa-token"), jwt)?;
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "[vault.k8s]\naddress = \"{}\"\nauth = {{ method = \"kubernetes\", role = \"dray\", jwt-file = \"{}/sa-token\" }}\n",
+        bao.address(),
+        dir.path().display()
+    ));
+    std::fs::write(&config, text)?;
+
     let opts = DelegateOpts {
         env: vec![("DRAY_CONFIG".into(), config.display().to_string())],
         ..Default::default()
     };
     let _d = Delegate::enrol(&m, "vault", opts)?;
-    let id = m.run_task(r#"echo <+secrets.getValue("vault://ar/secret/db#password")>"#, &[])?;
-    let t = m.wait_state(&id, &["failed", "succeeded"], T)?;
-    assert_eq!(t["state"], "failed", "{t:#}");
-    assert_eq!(t["error_type"], "Authentication", "{t:#}");
-    assert!(t.to_string().contains("approle login refused"), "{t:#}");
+    for (backend, says) in [("ar", "approle login refused"), ("k8s", "kubernetes login refused")] {
+        let id =
+            m.run_task(&format!(r#"echo <+secrets.getValue("vault://{backend}/secret/db#password")>"#), &[])?;
+        let t = m.wait_state(&id, &["failed", "succeeded"], T)?;
+        assert_eq!(t["state"], "failed", "{t:#}");
+        assert_eq!(t["error_type"], "Authentication", "{t:#}");
+        assert!(t.to_string().contains(says), "{t:#}");
+    }
     Ok(())
 }
 
