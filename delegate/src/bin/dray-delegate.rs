@@ -215,7 +215,10 @@ fn hostname() -> Option<String> {
 fn main() -> ExitCode {
     // clap prints its own errors and exits with code 2 on bad flags.
     let cli = Cli::parse();
-    dray_shared::telemetry::init("info");
+    // vaultrs and its HTTP layer log every refused or missing secret as an
+    // ERROR of their own; the delegate reports those (classified, with the
+    // reference) as task failures, so by default their events are off.
+    dray_shared::telemetry::init("info,vaultrs=off,rustify=off");
     let args = match cli.command {
         Command::Run(args) => args,
         Command::Install(args) => return install(&args),

@@ -350,7 +350,7 @@ mod form_tests {
         // Lines under MIN_LINE_CHARS are not needles on their own.
         assert_eq!(m.mask("abc and an empty line"), "abc and an empty line");
         // The whole value on one line (JSON-escaped) is still masked.
-        assert_masked(&m, &serde_json::to_string(pem).unwrap().trim_matches('"').to_string());
+        assert_masked(&m, serde_json::to_string(pem).unwrap().trim_matches('"'));
         // Its base64 as one line too.
         assert_masked(&m, &STANDARD.encode(pem));
     }

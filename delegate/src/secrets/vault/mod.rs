@@ -39,8 +39,6 @@ use crate::config::ConfigError;
 
 /// A token is treated as expired this long before Vault would expire it.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(2);
-/// Renewal granting less than this is not worth keeping: log in afresh.
-const MIN_USEFUL_TTL: Duration = Duration::from_secs(10);
 /// Pause after a failed renewal or login in the background before trying again.
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
 
@@ -156,9 +154,7 @@ fn status_detail(code: u16, errors: &[String]) -> String {
 /// Classifies a failed read of a secret.
 fn classify_read(a: Answer, address: &str) -> Failure {
     match a {
-        Answer::Status(code @ (401 | 403), e) => {
-            Failure::new(VaultFailure::Denied, format!("permission denied ({})", status_detail(code, &e)))
-        }
+        Answer::Status(code @ (401 | 403), e) => Failure::new(VaultFailure::Denied, status_detail(code, &e)),
         Answer::Status(404, e) => Failure::new(VaultFailure::NotFound, status_detail(404, &e)),
         Answer::Status(code @ (429 | 502..=504), e) => Failure::new(
             VaultFailure::Unreachable,
@@ -321,7 +317,6 @@ impl Backend {
                 // (a refused token-file token is re-read) and retry; a second
                 // refusal is the answer.
                 debug!(vault.backend = %self.cfg.name, "Read refused; logging in again before retrying.");
-                self.cache.clear();
                 {
                     let mut s = self.session.write().await;
                     s.token = None;
@@ -378,8 +373,10 @@ impl Backend {
         self.login(&mut s).await
     }
 
-    /// Obtains a fresh token with the configured method.
+    /// Obtains a fresh token with the configured method. Drops the cache first:
+    /// nothing read with an earlier token outlives it.
     async fn login(&self, s: &mut Session) -> Result<(), Failure> {
+        self.cache.clear();
         let address = &self.cfg.address;
         let method = self.cfg.auth.method();
         let credential = |what: &str, r: Result<String, String>| {
@@ -461,7 +458,7 @@ impl Backend {
                 vaultrs::token::renew_self(&s.client, None).await
             };
             match renewed {
-                Ok(a) if Duration::from_secs(a.lease_duration) >= MIN_USEFUL_TTL => {
+                Ok(a) if renewal_is_useful(current.ttl, a.lease_duration) => {
                     let mut s = self.session.write().await;
                     s.token = Some(TokenInfo::new(a.lease_duration, a.renewable));
                     debug!(vault.backend = %self.cfg.name, ttl_s = a.lease_duration, "Renewed the vault token.");
@@ -480,14 +477,34 @@ impl Backend {
         }
         let mut s = self.session.write().await;
         s.token = None;
-        self.cache.clear();
         self.login(&mut s).await
+    }
+}
+
+/// A renewal capped well below the token's TTL means the token is close to its
+/// maximum TTL: a fresh login is better than renewing ever more often.
+fn renewal_is_useful(previous: Option<Duration>, granted_secs: u64) -> bool {
+    let granted = Duration::from_secs(granted_secs);
+    match previous {
+        _ if granted.is_zero() => false,
+        None => true,
+        Some(prev) => granted * 2 >= prev,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_renewals_lead_to_a_new_login() {
+        let ttl = Some(Duration::from_secs(60));
+        assert!(renewal_is_useful(ttl, 60));
+        assert!(renewal_is_useful(ttl, 30));
+        assert!(!renewal_is_useful(ttl, 29), "capped by the max TTL");
+        assert!(!renewal_is_useful(ttl, 0));
+        assert!(renewal_is_useful(Some(Duration::from_secs(6)), 6), "short TTLs renew too");
+    }
 
     const A: &str = "http://127.0.0.1:8200";
 
@@ -498,10 +515,7 @@ mod tests {
     #[test]
     fn read_failures_are_classified() {
         let f = classify_read(status(403, &["permission denied"]), A);
-        assert_eq!(
-            (f.kind, f.detail.as_str()),
-            (VaultFailure::Denied, "permission denied (HTTP 403: permission denied)")
-        );
+        assert_eq!((f.kind, f.detail.as_str()), (VaultFailure::Denied, "HTTP 403: permission denied"));
         assert_eq!(classify_read(status(404, &[]), A).kind, VaultFailure::NotFound);
         assert_eq!(classify_read(Answer::Empty, A).kind, VaultFailure::NotFound);
         let f = classify_read(status(503, &["Vault is sealed"]), A);
