@@ -222,7 +222,16 @@ impl Options {
             env: "DRAY_MANAGER",
             key: "manager",
         })?;
-        check_manager_url(&manager).map_err(|reason| invalid("manager URL", &manager, &reason))?;
+        // Several addresses (replicas, or fallbacks) are comma-separated.
+        let managers: Vec<String> =
+            manager.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_string).collect();
+        if managers.is_empty() {
+            return Err(invalid("manager URL", &manager, "no address given"));
+        }
+        for m in &managers {
+            check_manager_url(m).map_err(|reason| invalid("manager URL", m, &reason))?;
+        }
+        let manager = managers.join(",");
         let ca_file = self.ca_file.ok_or(ConfigError::Missing {
             what: "manager CA certificate",
             flag: "--ca-file",
@@ -279,6 +288,7 @@ impl Options {
             drain_grace: self.drain_grace.unwrap_or(DEFAULT_DRAIN_GRACE),
             http_addr,
             vault,
+            managers,
         })
     }
 }
@@ -306,8 +316,10 @@ impl fmt::Debug for Token {
 /// Validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Manager URL, `https://...`.
+    /// Manager addresses as given (comma-separated), for display.
     pub manager: String,
+    /// Manager addresses, `https://...`, in order of preference.
+    pub managers: Vec<String>,
     /// Manager CA certificate file.
     pub ca_file: PathBuf,
     /// Enrolment token, needed only when the state directory has no identity.
@@ -495,5 +507,18 @@ mod tests {
         std::fs::write(&p, "nope").unwrap();
         let c = Options { ca_file: Some(p), ..base() }.validate(host).unwrap();
         assert!(c.read_ca().unwrap_err().to_string().contains("no PEM certificate"));
+    }
+
+    #[test]
+    fn several_manager_addresses_are_each_checked() {
+        let c =
+            Options { manager: Some(" https://a:1 , https://b:2,".into()), ..base() }.validate(host).unwrap();
+        assert_eq!(c.managers, vec!["https://a:1".to_string(), "https://b:2".to_string()]);
+        assert_eq!(c.manager, "https://a:1,https://b:2");
+        let e =
+            Options { manager: Some("https://a:1,http://b:2".into()), ..base() }.validate(host).unwrap_err();
+        assert!(e.to_string().contains("http://b:2"), "the bad address is named: {e}");
+        let e = Options { manager: Some(" , ".into()), ..base() }.validate(host).unwrap_err();
+        assert!(e.to_string().contains("no address given"), "{e}");
     }
 }

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use crate::config::{Config, ConfigError};
 use crate::link::enrol::{self, EnrolError, EnrolParams};
 use crate::link::identity::{IdentityError, StateDir};
+use crate::link::managers::Managers;
 use crate::link::stream::{DEFAULT_LOG_QUEUE_BYTES, Outbox};
 use crate::link::{Link, LinkError};
 use crate::runner::{Runner, RunnerConfig, RunnerError};
@@ -134,7 +135,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 .ok_or_else(|| ConfigError::NeedToken { state_dir: config.state_dir.clone() })?;
             info!(manager = %config.manager, delegate.name = %config.name, "Enrolling with the manager.");
             let params = EnrolParams {
-                manager: &config.manager,
+                managers: &config.managers,
                 ca_pem: &ca_pem,
                 token: &token.0,
                 name: &config.name,
@@ -181,8 +182,15 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
     });
     let (events_tx, events_rx) = mpsc::channel(64);
-    let link =
-        Link { manager: config.manager.clone(), ca_pem, state, identity, outbox, events: events_tx, held };
+    let link = Link {
+        managers: Managers::new(config.managers.clone()),
+        ca_pem,
+        state,
+        identity,
+        outbox,
+        events: events_tx,
+        held,
+    };
     let link = tokio::spawn(link.run());
     runner.run(events_rx, link).await?;
     Ok(())

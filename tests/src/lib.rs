@@ -439,6 +439,11 @@ impl Delegate {
         })
     }
 
+    /// Replaces the `--manager` value (e.g. several comma-separated addresses).
+    pub fn set_manager(&mut self, urls: &str) {
+        self.url = urls.to_string();
+    }
+
     /// The state dir.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")

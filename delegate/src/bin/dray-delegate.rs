@@ -147,7 +147,7 @@ fn absolute(p: &std::path::Path) -> PathBuf {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Manager URL, e.g. https://127.0.0.1:7443 [env: DRAY_MANAGER]
+    /// Manager URL, e.g. https://127.0.0.1:7443; several comma-separated addresses (replicas) are tried in turn [env: DRAY_MANAGER]
     #[arg(long, value_name = "URL")]
     manager: Option<String>,
     /// The manager's CA certificate (PEM) [env: DRAY_CA_FILE]

@@ -84,8 +84,8 @@ impl EnrolError {
 /// What to enrol as.
 #[derive(Debug, Clone)]
 pub struct EnrolParams<'a> {
-    /// Manager URL.
-    pub manager: &'a str,
+    /// Manager addresses, tried in turn.
+    pub managers: &'a [String],
     /// Manager CA, PEM.
     pub ca_pem: &'a str,
     /// One-time enrolment token.
@@ -97,11 +97,15 @@ pub struct EnrolParams<'a> {
 }
 
 /// Enrols once: new key, CSR, `Enrol` call, identity saved to `state`.
-pub async fn enrol_once(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identity, EnrolError> {
+pub async fn enrol_once(
+    p: &EnrolParams<'_>,
+    manager: &str,
+    state: &StateDir,
+) -> Result<Identity, EnrolError> {
     let (key, csr_pem) = pki::delegate_key_and_csr(p.name).map_err(EnrolError::Pki)?;
-    let endpoint = tls::endpoint(p.manager, p.ca_pem, None).map_err(EnrolError::Tls)?;
+    let endpoint = tls::endpoint(manager, p.ca_pem, None).map_err(EnrolError::Tls)?;
     let channel =
-        super::dial(p.manager, endpoint).await.map_err(|e| EnrolError::Transport(super::error_chain(&e)))?;
+        super::dial(manager, endpoint).await.map_err(|e| EnrolError::Transport(super::error_chain(&e)))?;
     let mut client = DelegateServiceClient::new(channel);
     let resp = client
         .enrol(EnrolRequest {
@@ -133,8 +137,10 @@ pub async fn enrol_once(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identit
 /// delegate); any answer from the manager other than "unavailable" is final.
 pub async fn enrol(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identity, EnrolError> {
     let mut backoff = super::backoff().build();
+    let mut managers = super::managers::Managers::new(p.managers.to_vec());
     loop {
-        match enrol_once(p, state).await {
+        let manager = managers.current().to_string();
+        match enrol_once(p, &manager, state).await {
             Ok(id) => {
                 info!(
                     delegate.id = %id.record.delegate_id,
@@ -146,9 +152,13 @@ pub async fn enrol(p: &EnrolParams<'_>, state: &StateDir) -> Result<Identity, En
                 return Ok(id);
             }
             Err(e) if e.is_transient() => {
-                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-                warn!(error = %e, retry_in = ?wait, "Enrolment attempt failed; retrying.");
-                tokio::time::sleep(wait).await;
+                if managers.failed() {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                    warn!(manager = %manager, error = %e, retry_in = ?wait, "Enrolment attempt failed; retrying.");
+                    tokio::time::sleep(wait).await;
+                } else {
+                    warn!(manager = %manager, error = %e, next = %managers.current(), "Enrolment attempt failed; trying the next manager address.");
+                }
             }
             Err(e) => return Err(e),
         }

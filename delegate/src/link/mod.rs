@@ -10,6 +10,7 @@
 
 pub mod enrol;
 pub mod identity;
+pub mod managers;
 pub mod stream;
 
 use std::path::PathBuf;
@@ -109,8 +110,8 @@ pub enum LinkError {
 
 /// The link supervisor.
 pub struct Link {
-    /// Manager URL.
-    pub manager: String,
+    /// Manager addresses.
+    pub managers: managers::Managers,
     /// Manager CA, PEM.
     pub ca_pem: String,
     /// Where the identity lives (renewals are saved there).
@@ -182,10 +183,21 @@ impl Link {
                 SessionEnd::Retry { reason, welcomed } => {
                     if welcomed {
                         delays = backoff().build();
+                        self.managers.welcomed();
                     }
-                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    warn!(reason = %reason, retry_in = ?wait, "No session with the manager; reconnecting.");
-                    tokio::time::sleep(wait).await;
+                    let failed = self.managers.current().to_string();
+                    if self.managers.failed() {
+                        let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                        warn!(manager = %failed, reason = %reason, retry_in = ?wait, "No session with the manager; reconnecting.");
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        warn!(
+                            manager = %failed,
+                            reason = %reason,
+                            next = %self.managers.current(),
+                            "No session with this manager address; trying the next one."
+                        );
+                    }
                 }
             }
         }
@@ -198,12 +210,13 @@ impl Link {
                 at: rfc3339(self.identity.not_after_ms),
             });
         }
+        let manager = self.managers.current().to_string();
         let endpoint = tls::endpoint(
-            &self.manager,
+            &manager,
             &self.ca_pem,
             Some((&self.identity.cert_pem, self.identity.key.expose())),
         )?;
-        let channel = match dial(&self.manager, endpoint).await {
+        let channel = match dial(&manager, endpoint).await {
             Ok(c) => c,
             Err(e) => return Ok(SessionEnd::Retry { reason: error_chain(&e), welcomed: false }),
         };
@@ -227,6 +240,7 @@ impl Link {
             delegate.id = %session.welcome.delegate_id,
             heartbeat.interval_ms = session.welcome.heartbeat_interval_ms,
             lease.ttl_ms = session.welcome.lease_ttl_ms,
+            manager.url = %manager,
             manager.protocol = session.welcome.protocol,
             "Delegate connected."
         );
