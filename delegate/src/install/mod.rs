@@ -180,15 +180,24 @@ pub async fn systemd(opts: &InstallOptions, out: &mut dyn Write) -> Result<Insta
                 .ok_or_else(|| InstallError::NeedToken { state_dir: cfg.state_dir.clone() })?;
             dray_shared::tls::install_crypto_provider();
             let params = EnrolParams {
-                manager: &cfg.manager,
+                managers: &cfg.managers,
                 ca_pem: &ca_pem,
                 token: &token.0,
                 name: &cfg.name,
                 tags: &cfg.tags,
             };
-            // One attempt: the operator is watching and a retry loop would hide
-            // a wrong URL behind silence.
-            let id = enrol::enrol_once(&params, &state).await.map_err(InstallError::Enrol)?;
+            // One attempt per address: the operator is watching and a retry
+            // loop would hide a wrong URL behind silence.
+            let mut result = None;
+            for manager in &cfg.managers {
+                let attempt = enrol::enrol_once(&params, manager, &state).await;
+                let transient = matches!(&attempt, Err(e) if e.is_transient());
+                result = Some(attempt);
+                if !transient {
+                    break;
+                }
+            }
+            let id = result.expect("at least one manager address").map_err(InstallError::Enrol)?;
             log(
                 out,
                 &format!(
