@@ -138,7 +138,7 @@ fn semantic_errors_are_located() {
     assert_diag(
         &d,
         "35:31 pipeline.stages[0].stage.spec.execution.steps[1].stepGroup.steps[0].step.type",
-        "unknown step type \"Teleport\"; known types: Approval, Barrier, HarnessApproval, Http, Noop, ShellScript, Wait",
+        "unknown step type \"Teleport\"; known types: Approval, Barrier, HarnessApproval, Http, K8sApply, K8sBGSwapServices, K8sBlueGreenDeploy, K8sCanaryDelete, K8sCanaryDeploy, K8sDelete, K8sRollingDeploy, K8sRollingRollback, K8sScale, Noop, ShellScript, Wait",
     );
     // Bad step spec, located inside the spec.
     assert_diag(

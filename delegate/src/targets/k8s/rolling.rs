@@ -21,7 +21,7 @@ pub async fn deploy(job: &mut Job<'_>) -> Result<Report, K8sError> {
         o.add_pod_label(TRACK_LABEL, "stable", false);
     }
     let mut hist = history::load(job.cluster, &release).await?;
-    let revision = hist.push(&objects);
+    let revision = hist.push(&objects, &job.params.deployment);
     history::save(job.cluster, &release, &hist).await?;
     job.log(&format!("release {release}: revision {revision}"));
     let result = apply_and_wait(job, &mut objects).await;
@@ -61,6 +61,13 @@ pub async fn rollback(job: &mut Job<'_>) -> Result<Report, K8sError> {
         job.log(&format!("release {release}: no earlier successful revision to roll back to; skipping"));
         return Ok(Report::default());
     };
+    if !job.params.deployment.is_empty() && latest.deployment != job.params.deployment {
+        job.log(&format!(
+            "release {release}: revision {} was not deployed by this stage; nothing to roll back",
+            latest.number
+        ));
+        return Ok(Report::default());
+    }
     let (latest_n, target_n) = (latest.number, target.number);
     job.log(&format!("release {release}: rolling back from revision {latest_n} to revision {target_n}"));
     let mut objects = target

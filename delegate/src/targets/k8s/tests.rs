@@ -81,6 +81,7 @@ fn params(action: Action) -> K8sParams {
         manifests: vec![],
         values: vec![],
         skip_steady_state: true,
+        deployment: String::new(),
     }
 }
 

@@ -503,7 +503,24 @@ mod tests {
     fn builtin_names_include_the_approval_alias() {
         assert_eq!(
             StepTypes::builtin().names(),
-            ["Approval", "Barrier", "HarnessApproval", "Http", "Noop", "ShellScript", "Wait"]
+            [
+                "Approval",
+                "Barrier",
+                "HarnessApproval",
+                "Http",
+                "K8sApply",
+                "K8sBGSwapServices",
+                "K8sBlueGreenDeploy",
+                "K8sCanaryDelete",
+                "K8sCanaryDeploy",
+                "K8sDelete",
+                "K8sRollingDeploy",
+                "K8sRollingRollback",
+                "K8sScale",
+                "Noop",
+                "ShellScript",
+                "Wait"
+            ]
         );
     }
 
