@@ -27,7 +27,7 @@ Added here (NOT kmock behaviour):
 Still NOT emulated: strategic-merge list semantics (lists are replaced), managedFields, OpenAPI
 (/openapi/v2|v3 -> 404, so kubectl needs --validate=false), admission, defaulting, validation,
 controllers (no ReplicaSets/Pods, no status.*), garbage collection via ownerReferences, RBAC/auth
-(any token is accepted), pagination (limit/continue ignored), protobuf, deletecollection.
+(no token is checked unless --token is given; no roles), pagination (limit/continue ignored), protobuf, deletecollection.
 
 Usage: python k8s_api_emulator.py [--host 127.0.0.1] [--port 6443] [--tls-cert c.pem --tls-key k.pem]
        [--control-port P] [--token T] [--forbid-namespace NS ...]

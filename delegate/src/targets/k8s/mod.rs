@@ -49,8 +49,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const WRAP_UP: Duration = Duration::from_secs(3);
 
 /// Runs `k8s` tasks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct K8s;
+#[derive(Debug, Clone, Copy)]
+pub struct K8s {
+    /// Run timeout of tasks whose spec gives none.
+    default_timeout: Duration,
+}
+
+impl Default for K8s {
+    fn default() -> Self {
+        K8s { default_timeout: DEFAULT_TIMEOUT }
+    }
+}
 
 fn k8s_params(spec: &TaskSpec) -> Result<K8sParams, String> {
     match task::parse_params(spec) {
@@ -97,7 +106,7 @@ impl Target for K8s {
             Err(e) => return Outcome::failed(e),
         };
         let timeout = match spec.timeout_ms {
-            0 => DEFAULT_TIMEOUT,
+            0 => self.default_timeout,
             ms => Duration::from_millis(ms),
         };
         let deadline = Instant::now() + timeout;
