@@ -560,5 +560,29 @@ fn api_errors_carry_the_server_message_and_a_matchable_type() -> anyhow::Result<
     assert_eq!(step["failureType"], "Unknown", "{step:#}");
     assert!(step.to_string().contains("get Deployment free/nope:"), "{step}");
     assert!(step.to_string().contains("(NotFound, HTTP 404)"), "{step}");
+
+    // 409: a manifest pinned to a resourceVersion the object no longer has.
+    let pinned = "- step:\n    name: Apply\n    identifier: first\n    type: K8sApply\n    timeout: 30s\n    spec:\n      manifestContent: |\n        apiVersion: v1\n        kind: ConfigMap\n        metadata: {name: pinned, resourceVersion: '1'}\n        data: {a: b}\n";
+    let steps = format!(
+        "{pinned}{}",
+        pinned
+            .replace("identifier: first", "identifier: second")
+            .replace("name: Apply\n", "name: Apply again\n")
+    );
+    apply_yaml(
+        &m,
+        &dir,
+        "conflict.yaml",
+        &pipeline_yaml("conflict", "free", &kc, &steps, marker, "K8S_TOKEN"),
+    )?;
+    let id = m.run_pipeline("conflict", &["--set", "tag=v1"])?;
+    let e = m.wait_execution(&id, FINAL, T)?;
+    assert_eq!(status(&e, "deploy.first"), "Succeeded", "created: {e:#}");
+    let step = node(&e, "deploy.second");
+    assert_eq!(step["failureType"], "Unknown", "{step:#}");
+    assert_eq!(
+        step["failure"],
+        "apply ConfigMap free/pinned: the object has been modified; please apply your changes to the latest version and try again (Conflict, HTTP 409)"
+    );
     Ok(())
 }
