@@ -81,6 +81,7 @@ fn params(action: Action) -> K8sParams {
         manifests: vec![],
         values: vec![],
         skip_steady_state: true,
+        prune: false,
         deployment: String::new(),
     }
 }
@@ -422,4 +423,41 @@ async fn cancel_and_timeout_stop_a_task_whose_server_never_answers() {
     let o = super::K8s::default().run(task_spec(&p, 500), cx).await;
     assert_eq!(o.error_type, Some(dray_shared::error_type::ErrorType::Timeout), "{o:?}");
     assert_eq!(o.message, "scale timed out after 500ms");
+}
+
+#[tokio::test]
+async fn pruning_deletes_what_the_previous_revision_had_and_this_one_has_not() {
+    use base64::Engine as _;
+    let previous = json!({"revisions": [{"number": 1, "status": "Succeeded", "objects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-config"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}
+    ]}]});
+    let encoded = base64::engine::general_purpose::STANDARD.encode(previous.to_string());
+    let answer: Answer = Box::new(move |s| match (s.method.as_str(), s.uri.as_str()) {
+        ("GET", "/api/v1/namespaces/web/secrets/release-web-prod") => Some((
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "release-web-prod"},
+                   "data": {"history": encoded}}),
+        )),
+        ("DELETE", _) => Some((200, json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}))),
+        _ => deployment_with_pods()(s),
+    });
+    let (client, seen) = fake(answer);
+    let cluster = Cluster::new(client, "web");
+    let mut p = params(Action::RollingDeploy);
+    p.prune = true;
+    let objects = manifests::objects(
+        &[Text { origin: "m".into(), text: MANIFESTS.into() }],
+        &json!({"tag": "2"}),
+        "web-prod",
+    )
+    .unwrap();
+    let (mut cx, _outbox, _stop) = context(&[]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut job = Job { cluster: &cluster, params: &p, objects, deadline, logs: &mut cx.logs };
+    let r = run_action(&mut job).await.unwrap();
+    assert_eq!(r.outputs["releaseNumber"], "2");
+    let deletes: Vec<String> =
+        seen.lock().unwrap().iter().filter(|s| s.method == "DELETE").map(|s| s.uri.clone()).collect();
+    assert_eq!(deletes, ["/api/v1/namespaces/web/configmaps/old-config?"], "the Service is still described");
 }

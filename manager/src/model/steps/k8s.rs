@@ -3,7 +3,7 @@
 //! manifests.
 //!
 //! Step specs (Harness style):
-//! - `K8sRollingDeploy`, `K8sBlueGreenDeploy`: `{skipDryRun?, pruningEnabled?}`
+//! - `K8sRollingDeploy`, `K8sBlueGreenDeploy`: `{skipDryRun?, pruningEnabled?}` (pruning: rolling only)
 //! - `K8sRollingRollback`: `{pruningEnabled?}`; `K8sCanaryDelete`, `K8sBGSwapServices`: `{skipDryRun?}`
 //! - `K8sCanaryDeploy`: `{instanceSelection: {type: Count|Percentage, spec: {count|percentage}}}`
 //! - `K8sApply`: `{filePaths?: [absolute paths on the delegate], manifestContent?: YAML, skipSteadyStateCheck?}`
@@ -90,7 +90,8 @@ pub struct DeploySpec {
     /// Accepted for Harness compatibility; there is no dry run.
     #[serde(default)]
     pub skip_dry_run: Option<bool>,
-    /// Accepted for Harness compatibility; a rollback always prunes.
+    /// Rolling deploy: delete what the previous successful revision had and
+    /// this one has not. (Blue-green: accepted, ignored.)
     #[serde(default)]
     pub pruning_enabled: Option<bool>,
     /// Delegate tags the task needs.

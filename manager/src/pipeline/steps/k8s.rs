@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 
 use super::{Registry, StartContext, StepError, StepStart, StepType};
 use crate::model::steps::k8s::{
-    ApplySpec, CanaryDeploySpec, DeleteResources, DeleteSpec, InstanceSelection, ScaleSpec, types,
+    ApplySpec, CanaryDeploySpec, DeleteResources, DeleteSpec, DeploySpec, InstanceSelection, ScaleSpec, types,
 };
 use crate::model::steps::parse_spec;
 
@@ -162,8 +162,13 @@ impl K8sStep {
         let mut manifests = service_sources(target, "K8sManifest")?;
         let values = service_sources(target, "Values")?;
         let mut skip_steady_state = false;
+        let mut prune = false;
         let action = match self.kind {
-            Kind::RollingDeploy => Action::RollingDeploy,
+            Kind::RollingDeploy => {
+                let s: DeploySpec = spec_of(spec)?;
+                prune = s.pruning_enabled.unwrap_or(false);
+                Action::RollingDeploy
+            }
             Kind::RollingRollback => Action::RollingRollback,
             Kind::CanaryDeploy => {
                 let s: CanaryDeploySpec = spec_of(spec)?;
@@ -228,6 +233,7 @@ impl K8sStep {
             manifests,
             values,
             skip_steady_state,
+            prune,
             deployment: match self.kind {
                 Kind::RollingDeploy | Kind::RollingRollback => format!("{}/{}", cx.execution_id, cx.stage),
                 _ => String::new(),
@@ -312,6 +318,8 @@ mod tests {
             json!({"type": "scale", "workload": "Deployment/web", "instances": {"count": 2}})
         );
         assert_eq!(p["skipSteadyState"], true);
+        let p = start("K8sRollingDeploy", json!({"pruningEnabled": true}), &t).unwrap();
+        assert_eq!(p["prune"], true);
         let p = start("K8sApply", json!({"filePaths": ["/srv/extra"]}), &t).unwrap();
         assert_eq!(p["manifests"], json!([{"identifier": "filePaths", "paths": ["/srv/extra"]}]));
         let p =
