@@ -257,6 +257,13 @@ impl Checker<'_> {
             if m.manifest.manifest_type.trim().is_empty() {
                 self.err(field_path(&p, "type"), "the manifest type is empty");
             }
+            for (path, message) in
+                super::steps::k8s::manifest_rules(&m.manifest.manifest_type, &m.manifest.spec)
+                    .unwrap_or_default()
+            {
+                let at = field_path(&p, "spec");
+                self.err(if path.is_empty() { at } else { field_path(&at, &path) }, message);
+            }
         }
         self.unique(
             "manifest",
@@ -341,6 +348,11 @@ impl Checker<'_> {
 
     fn connector(&mut self, x: &Connector) {
         self.tags("connector.tags", &x.tags);
+        for (path, message) in
+            super::steps::k8s::connector_rules(&x.connector_type, &x.spec).unwrap_or_default()
+        {
+            self.err(field_path("connector.spec", &path), message);
+        }
         if x.connector_type.trim().is_empty() {
             self.err("connector.type", "the connector type is empty");
         }

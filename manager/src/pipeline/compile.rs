@@ -447,6 +447,16 @@ impl Compiler<'_> {
                 let mut o = a.get("spec").cloned().unwrap_or(json!({}));
                 if let Json::Object(m) = &mut o {
                     m.insert("type".into(), a.get("type").cloned().unwrap_or(Json::Null));
+                    // `<+artifact.image>`: `imagePath:tag` unless the spec names the image itself.
+                    if !m.contains_key("image")
+                        && let Some(path) = m.get("imagePath").and_then(Json::as_str)
+                    {
+                        let image = match m.get("tag").and_then(Json::as_str) {
+                            Some(tag) if !tag.is_empty() => format!("{path}:{tag}"),
+                            _ => path.to_string(),
+                        };
+                        m.insert("image".into(), Json::String(image));
+                    }
                 }
                 o
             }).unwrap_or(json!({})),

@@ -129,6 +129,17 @@ impl<'a> ExecContext<'a> {
                 (self.node_obj(g), rest)
             }
             "service" | "env" | "infra" | "serviceVariables" => (self.target_obj(root)?, rest),
+            // The artifact's own fields may be expressions (`tag: <+pipeline.variables.tag>`),
+            // and `image` is built from them: render it as this node sees it.
+            // An artifact naming itself is left unrendered rather than recursing.
+            "artifact" => {
+                let a = self.target_obj(root)?;
+                if a.to_string().contains("<+artifact") {
+                    (a, rest)
+                } else {
+                    (dray_shared::expr::render_json(&a, self).ok()?, rest)
+                }
+            }
             "environment" => (self.target_obj("env")?, rest),
             "trigger" => (meta.trigger.clone(), rest),
             _ => return None,

@@ -32,6 +32,14 @@ pub struct K8sParams {
     /// Do not wait for workloads to become ready.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_steady_state: bool,
+    /// After a successful rolling deploy, delete what the previous successful
+    /// revision applied and this one no longer describes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
+    /// Who deploys (`<executionId>/<stage>`): a rolling deploy records it on its
+    /// revision, and a rolling rollback only undoes a revision its own stage made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
 }
 
 /// How the delegate connects to the cluster.

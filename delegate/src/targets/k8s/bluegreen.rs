@@ -65,7 +65,7 @@ pub async fn deploy(job: &mut Job<'_>) -> Result<Report, K8sError> {
     let mut others: Vec<Object> = job
         .objects
         .iter()
-        .filter(|o| !o.is_deployment() && !(o.kind() == "Service" && o.name() == primary.name()))
+        .filter(|o| !(o.is_deployment() || (o.kind() == "Service" && o.name() == primary.name())))
         .cloned()
         .collect();
     for o in others.iter_mut() {

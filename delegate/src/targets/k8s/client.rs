@@ -79,3 +79,60 @@ pub async fn connect(cluster: &Cluster, token: Option<&str>) -> Result<Client, K
     let config = config(cluster, token).await?;
     Client::try_from(config).map_err(|e| K8sError::Config(format!("cannot build the client: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: a
+  cluster: {server: "https://127.0.0.1:6443"}
+- name: b
+  cluster: {server: "https://10.0.0.2:443"}
+users:
+- name: ua
+  user: {token: from-kubeconfig}
+contexts:
+- name: first
+  context: {cluster: a, user: ua, namespace: apps}
+- name: second
+  context: {cluster: b, user: ua}
+current-context: first
+"#;
+
+    #[tokio::test]
+    async fn kubeconfig_context_and_token_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        let path = path.display().to_string();
+        let cluster = Cluster { kubeconfig: Some(path.clone()), ..Default::default() };
+        assert_eq!(check(&cluster), Ok(()));
+
+        let c = config(&cluster, None).await.unwrap();
+        assert_eq!(c.cluster_url.to_string(), "https://127.0.0.1:6443/");
+        assert_eq!(c.default_namespace, "apps");
+        assert!(c.auth_info.token.is_some(), "the kubeconfig's own token");
+        assert!(c.headers.is_empty());
+
+        let second = Cluster { context: Some("second".into()), ..cluster.clone() };
+        let c = config(&second, Some("s3cret")).await.unwrap();
+        assert_eq!(c.cluster_url.to_string(), "https://10.0.0.2:443/");
+        assert!(c.auth_info.token.is_none(), "replaced by the task's token");
+        assert_eq!(c.headers.len(), 1);
+        assert_eq!(c.headers[0].0, http::header::AUTHORIZATION);
+        assert_eq!(c.headers[0].1.to_str().unwrap(), "Bearer s3cret");
+        assert!(c.headers[0].1.is_sensitive());
+
+        let missing = Cluster { context: Some("third".into()), ..cluster };
+        let e = config(&missing, None).await.unwrap_err();
+        assert!(e.to_string().starts_with(&format!("cluster connection: kubeconfig {path}: ")), "{e}");
+        assert_eq!(
+            check(&Cluster { kubeconfig: Some("/nonexistent/config".into()), ..Default::default() }),
+            Err("kubeconfig /nonexistent/config does not exist on this delegate".into())
+        );
+    }
+}

@@ -42,6 +42,9 @@ pub struct Revision {
     pub status: Status,
     /// The objects applied, as applied.
     pub objects: Vec<Json>,
+    /// Who made it (`<executionId>/<stage>`), when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
 }
 
 /// A release's history.
@@ -53,12 +56,13 @@ pub struct History {
 
 impl History {
     /// Adds the next revision (InProgress) of `objects`; returns its number.
-    pub fn push(&mut self, objects: &[Object]) -> u32 {
+    pub fn push(&mut self, objects: &[Object], deployment: &str) -> u32 {
         let number = self.revisions.last().map_or(1, |r| r.number + 1);
         self.revisions.push(Revision {
             number,
             status: Status::InProgress,
             objects: objects.iter().map(|o| o.body.clone()).collect(),
+            deployment: deployment.to_string(),
         });
         let extra = self.revisions.len().saturating_sub(KEEP);
         self.revisions.drain(..extra);
@@ -135,7 +139,7 @@ mod tests {
     fn revisions_number_up_and_keep_the_last_ten() {
         let mut h = History::default();
         for i in 0..12 {
-            let n = h.push(&[obj(&format!("c{i}"))]);
+            let n = h.push(&[obj(&format!("c{i}"))], "");
             h.set(n, Status::Succeeded);
         }
         assert_eq!(h.revisions.len(), KEEP);
@@ -147,12 +151,12 @@ mod tests {
     fn rollback_goes_to_the_last_success_before_the_latest() {
         let mut h = History::default();
         assert!(h.rollback_pair().is_none());
-        let a = h.push(&[obj("a")]);
+        let a = h.push(&[obj("a")], "e/s");
         h.set(a, Status::Succeeded);
         assert!(h.rollback_pair().is_none(), "nothing before the first revision");
-        let b = h.push(&[obj("b")]);
+        let b = h.push(&[obj("b")], "e/s");
         h.set(b, Status::Failed);
-        let c = h.push(&[obj("c")]);
+        let c = h.push(&[obj("c")], "e/s");
         h.set(c, Status::Failed);
         let (latest, target) = h.rollback_pair().unwrap();
         assert_eq!((latest.number, target.number), (3, 1));

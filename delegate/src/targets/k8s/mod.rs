@@ -45,9 +45,21 @@ use super::{CheckContext, Outcome, RunContext, Target};
 /// Timeout when the spec says 0.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Time kept after waiting for rollouts, to record and report the outcome.
+const WRAP_UP: Duration = Duration::from_secs(3);
+
 /// Runs `k8s` tasks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct K8s;
+#[derive(Debug, Clone, Copy)]
+pub struct K8s {
+    /// Run timeout of tasks whose spec gives none.
+    default_timeout: Duration,
+}
+
+impl Default for K8s {
+    fn default() -> Self {
+        K8s { default_timeout: DEFAULT_TIMEOUT }
+    }
+}
 
 fn k8s_params(spec: &TaskSpec) -> Result<K8sParams, String> {
     match task::parse_params(spec) {
@@ -94,14 +106,18 @@ impl Target for K8s {
             Err(e) => return Outcome::failed(e),
         };
         let timeout = match spec.timeout_ms {
-            0 => DEFAULT_TIMEOUT,
+            0 => self.default_timeout,
             ms => Duration::from_millis(ms),
         };
         let deadline = Instant::now() + timeout;
+        // Waits for rollouts end a little before the hard deadline, so a rollout
+        // that never finishes is reported with the cluster's last word and its
+        // revision is marked failed in the release history.
+        let wait_deadline = deadline - (timeout / 5).min(WRAP_UP);
         let mut stop = cx.stop.clone();
         let result = tokio::select! {
             reason = stop.stopped() => return Outcome::stopped(reason),
-            r = tokio::time::timeout_at(deadline, execute(&p, &mut cx, deadline)) => r,
+            r = tokio::time::timeout_at(deadline, execute(&p, &mut cx, wait_deadline)) => r,
         };
         let outcome = match result {
             Err(_) => Outcome::failed_as(

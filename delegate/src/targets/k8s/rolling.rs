@@ -1,6 +1,8 @@
 //! Rolling deploy and rollback. A deploy applies every manifest (the
 //! Deployments' own rolling update does the rest), waits for the rollout and
-//! records the revision in the release history; a rollback re-applies the last
+//! records the revision in the release history; with pruning, it then deletes
+//! what the previous successful revision had and this one has not. A rollback
+//! re-applies the last
 //! successful revision before the current one and deletes what only the
 //! current one had.
 
@@ -9,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value as Json;
 
 use super::errors::K8sError;
-use super::history::{self, Status};
+use super::history::{self, History, Status};
 use super::job::{Job, Report, TRACK_LABEL, deployment_names};
 use super::manifests::Object;
 
@@ -21,13 +23,16 @@ pub async fn deploy(job: &mut Job<'_>) -> Result<Report, K8sError> {
         o.add_pod_label(TRACK_LABEL, "stable", false);
     }
     let mut hist = history::load(job.cluster, &release).await?;
-    let revision = hist.push(&objects);
+    let revision = hist.push(&objects, &job.params.deployment);
     history::save(job.cluster, &release, &hist).await?;
     job.log(&format!("release {release}: revision {revision}"));
     let result = apply_and_wait(job, &mut objects).await;
     hist.set(revision, if result.is_ok() { Status::Succeeded } else { Status::Failed });
     history::save(job.cluster, &release, &hist).await?;
     result?;
+    if job.params.prune {
+        prune(job, &hist, revision, &objects).await?;
+    }
     let deployments = deployment_names(&objects);
     let details = BTreeMap::from([("revision".to_string(), revision.to_string())]);
     let instances = job.instances(&deployments, &details).await?;
@@ -44,9 +49,39 @@ async fn apply_and_wait(job: &mut Job<'_>, objects: &mut [Object]) -> Result<(),
     job.steady(&deployment_names(objects)).await
 }
 
-fn identity(o: &Json) -> (String, String, String, String) {
+/// Deletes what the last successful revision before `revision` applied and
+/// `objects` no longer describe.
+async fn prune(job: &mut Job<'_>, hist: &History, revision: u32, objects: &[Object]) -> Result<(), K8sError> {
+    let Some(previous) =
+        hist.revisions.iter().rev().find(|r| r.number < revision && r.status == Status::Succeeded)
+    else {
+        return Ok(());
+    };
+    let namespace = job.cluster.namespace.clone();
+    let keep: HashSet<_> = objects.iter().map(|o| identity_in(&o.body, &namespace)).collect();
+    let gone = stale(&previous.objects, &keep, &namespace);
+    for o in gone.iter().rev() {
+        let (api_version, kind, _, name) = identity_in(o, &namespace);
+        let ns = Object::new(o.clone(), "release history")?.namespace().map(str::to_string);
+        if job.cluster.delete(&api_version, &kind, ns.as_deref(), &name).await? {
+            job.log(&format!("pruned {kind} {name} (no longer in the manifests)"));
+        }
+    }
+    Ok(())
+}
+
+/// The objects of `old` whose identity is not in `keep`.
+fn stale(old: &[Json], keep: &HashSet<(String, String, String, String)>, namespace: &str) -> Vec<Json> {
+    old.iter().filter(|o| !keep.contains(&identity_in(o, namespace))).cloned().collect()
+}
+
+/// `(apiVersion, kind, namespace, name)`; a namespace left out (filled in only
+/// when applied) counts as the release's, so recorded and applied objects compare.
+fn identity_in(o: &Json, namespace: &str) -> (String, String, String, String) {
     let s = |p: &str| o.pointer(p).and_then(Json::as_str).unwrap_or("").to_string();
-    (s("/apiVersion"), s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
+    let ns =
+        Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| namespace.to_string());
+    (s("/apiVersion"), s("/kind"), ns, s("/metadata/name"))
 }
 
 /// Rolls the release back to its last successful revision before the current one.
@@ -61,6 +96,13 @@ pub async fn rollback(job: &mut Job<'_>) -> Result<Report, K8sError> {
         job.log(&format!("release {release}: no earlier successful revision to roll back to; skipping"));
         return Ok(Report::default());
     };
+    if !job.params.deployment.is_empty() && latest.deployment != job.params.deployment {
+        job.log(&format!(
+            "release {release}: revision {} was not deployed by this stage; nothing to roll back",
+            latest.number
+        ));
+        return Ok(Report::default());
+    }
     let (latest_n, target_n) = (latest.number, target.number);
     job.log(&format!("release {release}: rolling back from revision {latest_n} to revision {target_n}"));
     let mut objects = target
@@ -68,15 +110,16 @@ pub async fn rollback(job: &mut Job<'_>) -> Result<Report, K8sError> {
         .iter()
         .map(|b| Object::new(b.clone(), "release history"))
         .collect::<Result<Vec<_>, _>>()?;
-    let keep: HashSet<_> = target.objects.iter().map(identity).collect();
-    let extra: Vec<Json> = latest.objects.iter().filter(|o| !keep.contains(&identity(o))).cloned().collect();
+    let namespace = job.cluster.namespace.clone();
+    let keep: HashSet<_> = target.objects.iter().map(|o| identity_in(o, &namespace)).collect();
+    let extra = stale(&latest.objects, &keep, &namespace);
     for o in objects.iter_mut() {
         job.apply(o).await?;
     }
     for o in extra.iter().rev() {
-        let (api_version, kind, ns, name) = identity(o);
-        let ns = Some(ns.as_str()).filter(|n| !n.is_empty());
-        if job.cluster.delete(&api_version, &kind, ns, &name).await? {
+        let (api_version, kind, _, name) = identity_in(o, &namespace);
+        let ns = Object::new(o.clone(), "release history")?.namespace().map(str::to_string);
+        if job.cluster.delete(&api_version, &kind, ns.as_deref(), &name).await? {
             job.log(&format!("deleted {kind} {name} (not in revision {target_n})"));
         }
     }

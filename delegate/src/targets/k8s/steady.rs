@@ -3,7 +3,8 @@
 //!
 //! - ready when `status.observedGeneration >= metadata.generation` and updated,
 //!   ready and available replicas all equal `spec.replicas`;
-//! - failed at once when the `Progressing` condition is `False` (the cluster
+//! - failed at once when, for the current generation, the `Progressing`
+//!   condition is `False` (the cluster
 //!   gave up, e.g. `ProgressDeadlineExceeded`): a `Verification` failure with the
 //!   cluster's reason and message;
 //! - when the step's time runs out first: a `Timeout` failure with the last
@@ -50,6 +51,13 @@ pub fn rollout(d: &Json) -> Rollout {
     let conditions = d.pointer("/status/conditions").and_then(Json::as_array).cloned().unwrap_or_default();
     let cond = |t: &str| conditions.iter().find(|c| c.get("type").and_then(Json::as_str) == Some(t));
     let text = |c: &Json, k: &str| c.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    // Conditions describe the generation the controller last saw: until it has
+    // seen this one, an old failure says nothing about the new rollout.
+    if observed < generation {
+        return Rollout::Progressing(format!(
+            "waiting for the controller to observe generation {generation} (observed {observed})"
+        ));
+    }
     if let Some(c) = cond("Progressing")
         && text(c, "status") == "False"
     {
@@ -161,6 +169,12 @@ mod tests {
             Rollout::Failed(
                 "ProgressDeadlineExceeded: ReplicaSet \"web-1\" has timed out progressing.".into()
             )
+        );
+        let old_failure = json!({"metadata": {"generation": 3}, "spec": {"replicas": 3}, "status": {"observedGeneration": 2,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "old"}]}});
+        assert!(
+            matches!(rollout(&old_failure), Rollout::Progressing(_)),
+            "a failure of an older generation is not this rollout's"
         );
         let no_status = json!({"metadata": {"generation": 1}, "spec": {}});
         assert!(matches!(rollout(&no_status), Rollout::Progressing(_)));

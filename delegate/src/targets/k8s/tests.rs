@@ -81,6 +81,8 @@ fn params(action: Action) -> K8sParams {
         manifests: vec![],
         values: vec![],
         skip_steady_state: true,
+        prune: false,
+        deployment: String::new(),
     }
 }
 
@@ -334,4 +336,128 @@ async fn forbidden_applies_fail_as_authorization_with_the_server_message() {
     )
     .unwrap();
     assert_eq!(h["revisions"][0]["status"], "Failed");
+}
+
+/// A `k8s` task spec for `params`.
+fn task_spec(params: &K8sParams, timeout_ms: u64) -> dray_shared::pb::TaskSpec {
+    dray_shared::pb::TaskSpec {
+        kind: dray_shared::task::kind::K8S.into(),
+        params_json: serde_json::to_string(params).unwrap(),
+        timeout_ms,
+        ..Default::default()
+    }
+}
+
+/// A kubeconfig for a server at `port` that nobody answers.
+fn dead_kubeconfig(dir: &std::path::Path) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.join("config");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_a_connectivity_failure_and_the_token_stays_masked() {
+    use crate::targets::Target as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params(Action::Apply);
+    p.cluster = ClusterParams {
+        kubeconfig: Some(dead_kubeconfig(dir.path())),
+        context: None,
+        token: Some("<+secrets.getValue(\"env:TOK\")>".into()),
+    };
+    p.manifests = vec![dray_shared::task::k8s::ManifestSource {
+        identifier: "m".into(),
+        content: Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into()),
+        paths: vec![],
+    }];
+    let (cx, outbox, _stop) = context(&[("TOK", "tok-s3cret")]);
+    let masker = cx.masker();
+    let mut o = super::K8s::default().run(task_spec(&p, 20_000), cx).await;
+    o.mask(&masker);
+    assert_eq!(o.error_type, Some(dray_shared::error_type::ErrorType::Connectivity), "{o:?}");
+    assert!(o.message.starts_with("apply ConfigMap web/c: cannot reach the API server: "), "{o:?}");
+    let lines = crate::targets::testing::lines(&outbox);
+    assert!(lines.iter().all(|(_, l)| !l.contains("tok-s3cret")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn cancel_and_timeout_stop_a_task_whose_server_never_answers() {
+    use crate::targets::{Outcome, StopReason, Target as _};
+    // Accepts connections and never answers (not even the TLS handshake).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let mut p = params(Action::Scale { workload: "Deployment/app".into(), instances: Instances::Count(1) });
+    p.cluster.kubeconfig = Some(path.display().to_string());
+
+    let (cx, _outbox, stop) = context(&[]);
+    let spec = task_spec(&p, 600_000);
+    let run = tokio::spawn(async move { super::K8s::default().run(spec, cx).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.stop(StopReason::Cancelled);
+    let o = tokio::time::timeout(std::time::Duration::from_secs(5), run).await.unwrap().unwrap();
+    assert_eq!(o, Outcome::stopped(StopReason::Cancelled));
+
+    let (cx, _outbox, _stop) = context(&[]);
+    let o = super::K8s::default().run(task_spec(&p, 500), cx).await;
+    assert_eq!(o.error_type, Some(dray_shared::error_type::ErrorType::Timeout), "{o:?}");
+    assert_eq!(o.message, "scale timed out after 500ms");
+}
+
+#[tokio::test]
+async fn pruning_deletes_what_the_previous_revision_had_and_this_one_has_not() {
+    use base64::Engine as _;
+    let previous = json!({"revisions": [{"number": 1, "status": "Succeeded", "objects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-config"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}
+    ]}]});
+    let encoded = base64::engine::general_purpose::STANDARD.encode(previous.to_string());
+    let answer: Answer = Box::new(move |s| match (s.method.as_str(), s.uri.as_str()) {
+        ("GET", "/api/v1/namespaces/web/secrets/release-web-prod") => Some((
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "release-web-prod"},
+                   "data": {"history": encoded}}),
+        )),
+        ("DELETE", _) => Some((200, json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}))),
+        _ => deployment_with_pods()(s),
+    });
+    let (client, seen) = fake(answer);
+    let cluster = Cluster::new(client, "web");
+    let mut p = params(Action::RollingDeploy);
+    p.prune = true;
+    let objects = manifests::objects(
+        &[Text { origin: "m".into(), text: MANIFESTS.into() }],
+        &json!({"tag": "2"}),
+        "web-prod",
+    )
+    .unwrap();
+    let (mut cx, _outbox, _stop) = context(&[]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut job = Job { cluster: &cluster, params: &p, objects, deadline, logs: &mut cx.logs };
+    let r = run_action(&mut job).await.unwrap();
+    assert_eq!(r.outputs["releaseNumber"], "2");
+    let deletes: Vec<String> =
+        seen.lock().unwrap().iter().filter(|s| s.method == "DELETE").map(|s| s.uri.clone()).collect();
+    assert_eq!(deletes, ["/api/v1/namespaces/web/configmaps/old-config?"], "the Service is still described");
 }
