@@ -37,6 +37,9 @@ pub struct Proxy {
     pub port: u16,
     /// `Proxy-Authorization` header value, when the URL carries user info.
     pub authorization: Option<String>,
+    /// The user info as written (percent-encoded), for clients that take a
+    /// proxy URL rather than a header.
+    pub userinfo: Option<String>,
 }
 
 impl fmt::Debug for Proxy {
@@ -87,7 +90,16 @@ impl Proxy {
             use base64::Engine as _;
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(decoded))
         });
-        Ok(Proxy { host, port: port.unwrap_or(80), authorization })
+        Ok(Proxy { host, port: port.unwrap_or(80), authorization, userinfo: userinfo.map(str::to_string) })
+    }
+
+    /// The proxy as an `http://` URL, credentials included (never log it).
+    pub fn url_with_credentials(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        match &self.userinfo {
+            Some(u) => format!("http://{u}@{host}:{}", self.port),
+            None => format!("http://{host}:{}", self.port),
+        }
     }
 }
 
@@ -279,6 +291,7 @@ mod tests {
         // base64("us@er:p:ss")
         assert_eq!(p.authorization.as_deref(), Some("Basic dXNAZXI6cDpzcw=="));
         assert!(!format!("{p:?}").contains("dXN"), "credentials never printed: {p:?}");
+        assert_eq!(p.url_with_credentials(), "http://us%40er:p%3Ass@10.0.0.1:80");
         assert_eq!(Proxy::parse("X", "proxy:8080").unwrap().port, 8080);
         assert_eq!(Proxy::parse("X", "http://[::1]:3128").unwrap().host, "::1");
         let e = Proxy::parse("HTTPS_PROXY", "socks5://p:1080").unwrap_err();

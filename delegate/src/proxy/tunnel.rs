@@ -86,7 +86,15 @@ mod tests {
             }
             String::from_utf8(head).unwrap()
         });
-        (Proxy { host: "127.0.0.1".into(), port, authorization: Some("Basic eDp5".into()) }, task)
+        (
+            Proxy {
+                host: "127.0.0.1".into(),
+                port,
+                authorization: Some("Basic eDp5".into()),
+                userinfo: Some("x:y".into()),
+            },
+            task,
+        )
     }
 
     #[test]

@@ -138,10 +138,7 @@ fn semantic_errors_are_located() {
     assert_diag(
         &d,
         "35:31 pipeline.stages[0].stage.spec.execution.steps[1].stepGroup.steps[0].step.type",
-        &format!(
-            "unknown step type \"Teleport\"; known types: {}",
-            StepTypes::builtin().names().join(", ")
-        ),
+        &format!("unknown step type \"Teleport\"; known types: {}", StepTypes::builtin().names().join(", ")),
     );
     // Bad step spec, located inside the spec.
     assert_diag(

@@ -67,10 +67,23 @@ pub async fn config(cluster: &Cluster, token: Option<&str>) -> Result<Config, K8
         value.set_sensitive(true);
         config.headers.push((http::header::AUTHORIZATION, value));
     }
+    if config.proxy_url.is_none() {
+        config.proxy_url = proxy_for(&config.cluster_url, crate::proxy::global());
+    }
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     config.reset_reader_on_write = true;
     Ok(config)
+}
+
+/// The delegate's proxy for the cluster's address, if any. A `proxy-url` in the
+/// kubeconfig wins; otherwise the delegate's settings decide (so `NO_PROXY`
+/// ranges cover the cluster address as they do every other target).
+fn proxy_for(cluster_url: &http::Uri, proxies: &crate::proxy::Proxies) -> Option<http::Uri> {
+    let https = cluster_url.scheme_str() != Some("http");
+    let host = cluster_url.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = cluster_url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    proxies.for_target(https, host, port)?.url_with_credentials().parse().ok()
 }
 
 /// A client for `cluster`.
@@ -134,5 +147,19 @@ current-context: first
             check(&Cluster { kubeconfig: Some("/nonexistent/config".into()), ..Default::default() }),
             Err("kubeconfig /nonexistent/config does not exist on this delegate".into())
         );
+    }
+
+    #[test]
+    fn the_delegates_proxy_settings_decide_for_the_cluster_address() {
+        let proxies = crate::proxy::Proxies::from_vars(|n| match n {
+            "HTTPS_PROXY" => Some("http://u:p@proxy.corp:3128".into()),
+            "NO_PROXY" => Some("10.0.0.0/8".into()),
+            _ => None,
+        })
+        .unwrap();
+        let remote: http::Uri = "https://api.cluster.example:6443".parse().unwrap();
+        assert_eq!(proxy_for(&remote, &proxies).unwrap().to_string(), "http://u:p@proxy.corp:3128/");
+        let inside: http::Uri = "https://10.0.0.2:443".parse().unwrap();
+        assert_eq!(proxy_for(&inside, &proxies), None, "NO_PROXY ranges are honoured");
     }
 }
