@@ -226,6 +226,18 @@ fn example_canary_then_rolling_and_rollback() -> anyhow::Result<()> {
     assert_eq!(cm["data"]["GREETING"], "hello from Staging");
     let pods = instances(&e, "deploy.rolling");
     assert_eq!(pods.len(), 4, "{pods:?}");
+    // `dray get instances` shows what the latest deploy to the target left running.
+    let listed: Value =
+        serde_json::from_str(&m.cli_ok(&["get", "instances", "--service", "k8s_web", "-o", "json"])?)?;
+    let groups = listed.as_array().expect("a list of groups");
+    assert_eq!(groups.len(), 1, "{listed:#}");
+    assert_eq!(
+        (groups[0]["environment"].as_str(), groups[0]["infrastructure"].as_str(), groups[0]["step"].as_str()),
+        (Some("staging"), Some("staging_cluster"), Some("deploy.rolling"))
+    );
+    assert_eq!(groups[0]["instances"].as_array().map(Vec::len), Some(4), "{listed:#}");
+    let table = m.cli_ok(&["get", "instances"])?;
+    assert!(table.contains("web/") && table.contains("nginx:1.27"), "{table}");
     for p in &pods {
         assert_eq!(
             (p["host"].as_str(), p["namespace"].as_str(), p["version"].as_str()),
@@ -584,5 +596,60 @@ fn api_errors_carry_the_server_message_and_a_matchable_type() -> anyhow::Result<
         step["failure"],
         "apply ConfigMap free/pinned: the object has been modified; please apply your changes to the latest version and try again (Conflict, HTTP 409)"
     );
+    Ok(())
+}
+
+#[test]
+fn the_cluster_connection_goes_through_the_delegates_proxy() -> anyhow::Result<()> {
+    let proxy = dray_tests::proxy_peer::Tinyproxy::start()?;
+    let peer = K8sPeer::start(K8sOpts::default())?;
+    let m = Manager::start(StoreKind::Sqlite)?;
+    // The manager is local and exempt; the cluster is reached through the proxy.
+    let _d = Delegate::enrol(
+        &m,
+        "k8s",
+        DelegateOpts {
+            tags: vec!["k8s".into()],
+            env: vec![
+                ("K8S_TOKEN".into(), peer.token.clone()),
+                ("HTTPS_PROXY".into(), proxy.url()),
+                ("NO_PROXY".into(), format!("127.0.0.1:{}", m.url().rsplit(':').next().unwrap_or_default())),
+            ],
+            ..Default::default()
+        },
+    )?;
+    let dir = tempfile::tempdir()?;
+    let steps = "\
+- step:
+    name: Apply config
+    identifier: apply
+    type: K8sApply
+    timeout: 30s
+    spec:
+      skipSteadyStateCheck: true
+      manifestContent: |
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: via-proxy}
+        data: {k: v}
+";
+    let kc = peer.kubeconfig().display().to_string();
+    apply_yaml(
+        &m,
+        &dir,
+        "p.yaml",
+        &pipeline_yaml("px", "px", &kc, steps, "[]", "K8S_TOKEN")
+            .replace("rollbackSteps:\n              []\n", "rollbackSteps: []\n"),
+    )?;
+    let id = m.run_pipeline("px", &["--set", "tag=v1"])?;
+    let e = m.wait_execution(&id, FINAL, T)?;
+    assert_eq!(e["status"], "Succeeded", "{e:#}\n{}", m.step_logs(&id, "deploy.apply").unwrap_or_default());
+    assert!(peer.api().get("/api/v1/namespaces/px/configmaps/via-proxy")?.is_some());
+    let tunnels = proxy.requests();
+    assert!(
+        tunnels.iter().any(|r| r == &format!("CONNECT 127.0.0.1:{} HTTP/1.1", peer.port)),
+        "the cluster is reached through the proxy: {tunnels:?}"
+    );
+    assert!(!tunnels.iter().any(|r| r.contains(&m.url()[8..])), "the manager is exempt: {tunnels:?}");
     Ok(())
 }

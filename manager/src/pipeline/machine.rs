@@ -294,14 +294,13 @@ impl Execution {
             _ if !done.error_type.is_empty() => (done.error_type.as_str(), done.reason.clone()),
             _ => (error_type::UNKNOWN, done.reason.clone()),
         };
-        // Instances are recorded per deployment target, not kept as a step output.
-        let mut outputs = done.outputs.clone();
-        let instances = outputs.remove(INSTANCES_OUTPUT);
+        // Instances are also recorded per deployment target (the latest report
+        // wins there); the step keeps its own report as an output.
         let succeeded = done.state == pb::TaskState::Succeeded;
-        if let Some(json) = instances.filter(|_| succeeded) {
-            self.record_instances(idx, json);
+        if let Some(json) = done.outputs.get(INSTANCES_OUTPUT).filter(|_| succeeded) {
+            self.record_instances(idx, json.clone());
         }
-        let outcome = TaskOutcome { succeeded, error_type: kind, reason: &reason, outputs: &outputs };
+        let outcome = TaskOutcome { succeeded, error_type: kind, reason: &reason, outputs: &done.outputs };
         let result = match reg.get(step_type) {
             Some(t) => t.finish(spec, &outcome, &ExecContext::new(self, idx)),
             None => StepOutcome::Failure {
@@ -1818,7 +1817,7 @@ mod tests {
     }
 
     #[test]
-    fn deploy_steps_report_instances_outside_their_outputs() {
+    fn deploy_steps_report_instances_per_target() {
         let mut b = PlanBuilder::new();
         let s = b.stage("s");
         b.plan.nodes[s].kind = NodeKind::Stage {
@@ -1854,7 +1853,7 @@ mod tests {
             vec![(a, r#"[{"name":"pod-1","host":"node-a","status":"Running"}]"#.to_string())]
         );
         assert_eq!(r.e.nodes[a].outputs.get("x"), Some(&json!("1")));
-        assert!(!r.e.nodes[a].outputs.contains_key(INSTANCES_OUTPUT), "instances are not a step output");
+        assert!(r.e.nodes[a].outputs.contains_key(INSTANCES_OUTPUT), "the step keeps its report");
         // A report that is not a list of instances is noted and dropped.
         r.finish("s.b", true, "", &[(INSTANCES_OUTPUT, "{oops")]);
         let b_idx = r.e.plan.find("s.b").unwrap();
