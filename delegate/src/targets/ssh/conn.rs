@@ -114,7 +114,7 @@ impl russh::client::Handler for Client {
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let presented = key.public_key();
         let verdict = match host_keys::decide(&self.policy, &self.host, &presented) {
-            Ok(d) if d == host_keys::Decision::AcceptInsecure => {
+            Ok(host_keys::Decision::AcceptInsecure) => {
                 *lock(&self.insecure) = Some(host_keys::fingerprint(&presented));
                 return Ok(true);
             }
@@ -137,8 +137,6 @@ pub struct Conn {
     /// The host.
     pub host: Host,
     label: Arc<str>,
-    /// The fingerprint accepted without checking, under `AcceptAnyInsecure`.
-    pub insecure_key: Option<String>,
 }
 
 fn config() -> Arc<russh::client::Config> {
@@ -153,14 +151,16 @@ fn config() -> Arc<russh::client::Config> {
 }
 
 impl Conn {
-    /// Connects to `host` and logs in, all within `timeout`.
+    /// Connects to `host` and logs in, all within `timeout`. A host key
+    /// accepted without checking is reported on `out` as a warning.
     pub async fn open(
         host: &Host,
         policy: Arc<HostKeyPolicy>,
         creds: &Credentials,
         timeout: Duration,
+        out: &mpsc::Sender<Line>,
     ) -> Result<Conn, Failure> {
-        match tokio::time::timeout(timeout, Self::open_now(host, policy, creds)).await {
+        match tokio::time::timeout(timeout, Self::open_now(host, policy, creds, out)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::new(
                 ErrorType::Connectivity,
@@ -169,7 +169,12 @@ impl Conn {
         }
     }
 
-    async fn open_now(host: &Host, policy: Arc<HostKeyPolicy>, creds: &Credentials) -> Result<Conn, Failure> {
+    async fn open_now(
+        host: &Host,
+        policy: Arc<HostKeyPolicy>,
+        creds: &Credentials,
+        out: &mpsc::Sender<Line>,
+    ) -> Result<Conn, Failure> {
         let stream = tokio::net::TcpStream::connect((host.name.as_str(), host.port))
             .await
             .map_err(|e| Failure::new(ErrorType::Connectivity, format!("{host}: cannot connect: {e}")))?;
@@ -193,6 +198,13 @@ impl Conn {
                 });
             }
         };
+        let label: Arc<str> = Arc::from(host.address());
+        let accepted_unchecked = lock(&insecure).take();
+        if let Some(fp) = accepted_unchecked {
+            let text =
+                format!("WARNING: host key {fp} accepted without checking (hostKeyPolicy AcceptAnyInsecure)");
+            let _ = out.send(Line { host: Arc::clone(&label), stream: LogStream::Stderr, text }).await;
+        }
         let auth_err =
             |e: russh::Error| Failure::new(ErrorType::Connectivity, format!("{host}: during login: {e}"));
         let mut ok = false;
@@ -223,8 +235,7 @@ impl Conn {
                 format!("{host}: authentication as {:?} failed: {how}", creds.user),
             ));
         }
-        let insecure_key = lock(&insecure).take();
-        Ok(Conn { handle, host: host.clone(), label: Arc::from(host.address()), insecure_key })
+        Ok(Conn { handle, host: host.clone(), label })
     }
 
     fn io(&self, what: &str) -> impl Fn(russh::Error) -> Failure + '_ {
