@@ -138,7 +138,8 @@ fn semantic_errors_are_located() {
     assert_diag(
         &d,
         "35:31 pipeline.stages[0].stage.spec.execution.steps[1].stepGroup.steps[0].step.type",
-        "unknown step type \"Teleport\"; known types: Approval, Barrier, HarnessApproval, Http, Noop, ShellScript, Wait",
+        // A prefix: platform step types (Ssh…, K8s…) join the sorted list.
+        "unknown step type \"Teleport\"; known types: Approval, Barrier, HarnessApproval, Http",
     );
     // Bad step spec, located inside the spec.
     assert_diag(
