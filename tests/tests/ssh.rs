@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use dray_tests::sshd::{self, ClientKey, Sshd};
 use dray_tests::*;
 use serde_json::Value;
@@ -334,5 +335,80 @@ fn a_wrong_key_is_an_authentication_failure_that_strategies_match() -> anyhow::R
         "AcceptAnyInsecure is loud: {err}"
     );
     assert!(err.contains("authentication as"), "{err}");
+    Ok(())
+}
+
+/// A remote command that outlives its step timeout.
+const SLEEPER: &str = r#"
+pipeline:
+  name: Sleeper
+  identifier: ssh_sleeper
+  variables:
+    - { name: hosts, type: String, value: <+input> }
+    - { name: base_dir, type: String, value: <+input> }
+    - { name: known_hosts, type: String, value: <+input> }
+    - { name: ssh_user, type: String, value: <+input> }
+    - { name: artifact_path, type: String, value: /nonexistent/app }
+    - { name: artifact_sha256, type: String, value: none }
+  stages:
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Deployment
+        spec:
+          deploymentType: Ssh
+          service: { serviceRef: webapp }
+          environment:
+            environmentRef: ssh_staging
+            infrastructureDefinitions: [ { identifier: web_hosts } ]
+          execution:
+            steps:
+              - step:
+                  name: Sleep
+                  identifier: sleep
+                  type: SshCommand
+                  timeout: 3s
+                  spec:
+                    script: |
+                      mkdir -p "$DRAY_BASE_DIR"
+                      sleep 300 &
+                      echo $! > "$DRAY_BASE_DIR/sleep.pid"
+                      echo "sleeping"
+                      wait
+"#;
+
+#[test]
+fn a_step_timeout_kills_the_remote_processes() -> anyhow::Result<()> {
+    let s = Setup::start()?;
+    let file = s.dir.path().join("sleeper.yaml");
+    std::fs::write(&file, SLEEPER)?;
+    s.m.apply(&file)?;
+    let hosts: Vec<String> = s.hosts.iter().take(2).map(Sshd::address).collect();
+    let id = s.m.run_pipeline(
+        "ssh_sleeper",
+        &[
+            "--set",
+            &format!("hosts={}", hosts.join(",")),
+            "--set",
+            &format!("base_dir={}", s.root().display()),
+            "--set",
+            &format!("known_hosts={}", s.known_hosts().display()),
+            "--set",
+            &format!("ssh_user={}", whoami()),
+        ],
+    )?;
+    let e = s.m.wait_execution(&id, &["Succeeded", "Failed", "Aborted"], T)?;
+    assert_eq!(e["status"], "Failed", "{e:#}");
+    assert_eq!(node(&e, "deploy.sleep")["failureType"], "Timeout", "{e:#}");
+    assert!(s.m.step_logs(&id, "deploy.sleep")?.contains(&format!("[{}] sleeping", hosts[0])));
+    for i in 0..2 {
+        let pid: u32 = std::fs::read_to_string(s.base(i).join("sleep.pid"))?.trim().parse()?;
+        wait_for(&format!("remote sleep {pid} on host {i} to be killed"), Duration::from_secs(15), || {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for a parent that is itself going.
+            (state.is_empty() || state.split_whitespace().nth(2) == Some("Z")).then_some(())
+        })
+        .with_context(|| format!("delegate log:\n{}\nsshd log:\n{}", s._d.log(), s.hosts[i].log()))?;
+    }
     Ok(())
 }

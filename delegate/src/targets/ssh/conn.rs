@@ -23,6 +23,7 @@ use russh::{ChannelMsg, Sig};
 use russh_sftp::client::SftpSession;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 use super::host_keys;
 use super::inventory::Host;
@@ -99,6 +100,8 @@ pub struct Exit {
     pub result: Option<String>,
     /// The last `dray: …` line on stderr (why a part failed), without the prefix.
     pub last_error: Option<String>,
+    /// The remote script's process group, as it reported it.
+    pub pgid: Option<u32>,
 }
 
 struct Client {
@@ -277,11 +280,20 @@ impl Conn {
                 },
                 changed = abort.changed(), if aborted_at.is_none() => {
                     if changed.is_err() || *abort.borrow() {
+                        // sshd does `killpg` for a `signal` request, except for
+                        // root logins; killing the reported group covers both.
                         let _ = ch.signal(Sig::TERM).await;
+                        if let Some(pg) = exit.pgid {
+                            self.kill_group(pg, "TERM").await;
+                        }
+                        debug!(host = %self.host, pgid = ?exit.pgid, "Sent TERM to the remote command.");
                         aborted_at = Some(tokio::time::Instant::now());
                     }
                 },
                 _ = grace => {
+                    if let Some(pg) = exit.pgid {
+                        self.kill_group(pg, "KILL").await;
+                    }
                     let _ = ch.close().await;
                     break;
                 }
@@ -293,6 +305,28 @@ impl Conn {
             return Err(Failure::new(ErrorType::Unknown, format!("{}: stopped", self.host)));
         }
         Ok(exit)
+    }
+
+    /// Sends `signal` to the remote process group `pgid` from a new channel
+    /// (its own session, so it survives the kill); waits briefly for it.
+    async fn kill_group(&self, pgid: u32, signal: &str) {
+        if pgid <= 1 {
+            return;
+        }
+        let Ok(mut ch) = self.handle.channel_open_session().await else {
+            return;
+        };
+        if ch.exec(true, format!("kill -{signal} -- -{pgid} 2>/dev/null; true")).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(msg) = ch.wait().await {
+                if matches!(msg, ChannelMsg::Close) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Opens an SFTP session on a new channel.
@@ -372,6 +406,12 @@ impl Splitter {
 
     async fn emit(&mut self, raw: &[u8], host: &Arc<str>, out: &mpsc::Sender<Line>, exit: &mut Exit) {
         let text = String::from_utf8_lossy(raw).trim_end_matches('\r').to_string();
+        if self.stream == LogStream::Stdout
+            && let Some(pg) = text.strip_prefix(super::script::PGID_PREFIX)
+        {
+            exit.pgid = pg.trim().parse().ok();
+            return;
+        }
         if self.stream == LogStream::Stdout && text.starts_with(super::script::RESULT_PREFIX) {
             exit.result = Some(text.clone());
         }
