@@ -107,6 +107,11 @@ impl Target for Ssh {
         for (field, text) in secret_fields(&p) {
             cx.secrets.check_text(&field, text).await.map_err(|e| e.to_string())?;
         }
+        if let dray_shared::task::ssh::HostKeyPolicy::KnownHosts { file } = &p.inventory.host_key
+            && !std::path::Path::new(file).is_file()
+        {
+            return Err(format!("known_hosts file {file} does not exist on this delegate"));
+        }
         if let Some(f) = &p.inventory.hosts_file
             && !std::path::Path::new(f).is_file()
         {
