@@ -3,7 +3,8 @@
 //! keeps its own state). `examples/ssh.yaml` is applied and run: a rolling
 //! deploy in two phases, a failing health check that stops the rollout and
 //! rolls every touched host back, an unknown host key, a wrong key matched by
-//! a failure strategy, and the private key never reaching the manager.
+//! a failure strategy, pinned fingerprints, a step timeout that kills the
+//! remote processes, and the private key never reaching the manager.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -410,5 +411,93 @@ fn a_step_timeout_kills_the_remote_processes() -> anyhow::Result<()> {
         })
         .with_context(|| format!("delegate log:\n{}\nsshd log:\n{}", s._d.log(), s.hosts[i].log()))?;
     }
+    Ok(())
+}
+
+/// `ssh-keygen -lf` of a host's public key: `SHA256:…`.
+fn fingerprint(h: &Sshd) -> anyhow::Result<String> {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(h.dir.path().join("host_ed25519.pub"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().nth(1).map(str::to_string).context(text)
+}
+
+#[test]
+fn pinned_fingerprints_admit_exactly_the_pinned_hosts() -> anyhow::Result<()> {
+    let s = Setup::start()?;
+    let pins = [fingerprint(&s.hosts[0])?, fingerprint(&s.hosts[1])?];
+    let yaml = format!(
+        r#"
+infrastructureDefinition:
+  name: Pinned hosts
+  identifier: pinned_hosts
+  environmentRef: ssh_staging
+  deploymentType: Ssh
+  type: Ssh
+  spec:
+    connectorRef: ssh_deploy_key
+    hosts: <+pipeline.variables.hosts>
+    baseDir: <+pipeline.variables.base_dir>/{{port}}/app
+    hostKeyPolicy: Pinned
+    hostKeyFingerprints: ["{}", "{}"]
+---
+pipeline:
+  name: Pinned
+  identifier: ssh_pinned
+  variables:
+    - {{ name: hosts, type: String, value: <+input> }}
+    - {{ name: base_dir, type: String, value: <+input> }}
+    - {{ name: ssh_user, type: String, value: <+input> }}
+    - {{ name: artifact_path, type: String, value: /nonexistent/app }}
+    - {{ name: artifact_sha256, type: String, value: none }}
+  stages:
+    - stage:
+        name: Run
+        identifier: run
+        type: Deployment
+        spec:
+          deploymentType: Ssh
+          service: {{ serviceRef: webapp }}
+          environment:
+            environmentRef: ssh_staging
+            infrastructureDefinitions: [ {{ identifier: pinned_hosts }} ]
+          execution:
+            steps:
+              - step:
+                  name: Hello
+                  identifier: hello
+                  type: SshCommand
+                  spec: {{ script: "echo pinned-ok" }}
+"#,
+        pins[0], pins[1]
+    );
+    let file = s.dir.path().join("pinned.yaml");
+    std::fs::write(&file, yaml)?;
+    s.m.apply(&file)?;
+    let run = |hosts: &[&Sshd]| -> anyhow::Result<Value> {
+        let addrs: Vec<String> = hosts.iter().map(|h| h.address()).collect();
+        let id = s.m.run_pipeline(
+            "ssh_pinned",
+            &[
+                "--set",
+                &format!("hosts={}", addrs.join(",")),
+                "--set",
+                &format!("base_dir={}", s.root().display()),
+                "--set",
+                &format!("ssh_user={}", whoami()),
+            ],
+        )?;
+        s.m.wait_execution(&id, &["Succeeded", "Failed", "Aborted"], T)
+    };
+    let e = run(&[&s.hosts[0], &s.hosts[1]])?;
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+    let e = run(&[&s.hosts[0], &s.hosts[2]])?;
+    assert_eq!(e["status"], "Failed", "{e:#}");
+    assert_eq!(node(&e, "run.hello")["failureType"], "Verification");
+    let why = node(&e, "run.hello")["failure"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("unknown host key for {}", s.hosts[2].address())), "{why}");
+    assert!(why.contains("not one of the pinned fingerprints"), "{why}");
     Ok(())
 }
