@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): dispatch throughput and latency on SQLite and
-# PostgreSQL, idle delegate footprint, pipeline executions/s and manager CPU per step. Builds release binaries first.
+# PostgreSQL, idle delegate footprint, pipeline executions/s and manager CPU per step,
+# SSH deploys against parallel scp+ssh and Ansible. Builds release binaries first.
 #   scripts/bench.sh                 # both stores, 50,000 tasks
 #   BENCH_STORE=sqlite BENCH_TASKS=20000 scripts/bench.sh
 set -euo pipefail
@@ -9,3 +10,5 @@ cargo build --release --bins
 cargo bench -p dray-tests --bench dispatch
 cargo bench -p dray-tests --bench executions
 BENCH_STREAMS=${BENCH_STREAMS:-5000} cargo bench -p dray-tests --bench streams
+# SSH deploy of a 5 MiB artifact to 20 and 50 sshd hosts: dray vs parallel scp+ssh vs Ansible (needs scripts/peers.sh).
+BENCH_SSH_HOSTS=${BENCH_SSH_HOSTS:-20,50} cargo bench -p dray-tests --bench ssh_deploy

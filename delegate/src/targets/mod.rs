@@ -381,7 +381,7 @@ impl Targets {
         t.add(Arc::new(shell::Shell));
         t.add(Arc::new(noop::Noop));
         t.add(Arc::new(http::Http::default()));
-        t.add(Arc::new(ssh::Ssh::default()));
+        t.add(Arc::new(ssh::Ssh));
         t.add(Arc::new(k8s::K8s::default()));
         t
     }

@@ -402,7 +402,9 @@ impl SshParams {
                 format!("{:?} must be an absolute path without ..", self.base_dir),
             ));
         }
-        if !(self.release.is_empty() && self.action == Action::Rollback) && !is_safe_name(&self.release) {
+        // A rollback may leave the release open (roll back whatever is current).
+        let open_rollback = self.release.is_empty() && self.action == Action::Rollback;
+        if !open_rollback && !is_safe_name(&self.release) {
             return Err(field(
                 "release",
                 format!("{:?} must be a name of letters, digits, '.', '_', '-' or '+'", self.release),

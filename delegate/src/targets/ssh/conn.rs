@@ -23,6 +23,7 @@ use russh::{ChannelMsg, Sig};
 use russh_sftp::client::SftpSession;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 use super::host_keys;
 use super::inventory::Host;
@@ -99,6 +100,8 @@ pub struct Exit {
     pub result: Option<String>,
     /// The last `dray: …` line on stderr (why a part failed), without the prefix.
     pub last_error: Option<String>,
+    /// The remote script's process group, as it reported it.
+    pub pgid: Option<u32>,
 }
 
 struct Client {
@@ -114,7 +117,7 @@ impl russh::client::Handler for Client {
     async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let presented = key.public_key();
         let verdict = match host_keys::decide(&self.policy, &self.host, &presented) {
-            Ok(d) if d == host_keys::Decision::AcceptInsecure => {
+            Ok(host_keys::Decision::AcceptInsecure) => {
                 *lock(&self.insecure) = Some(host_keys::fingerprint(&presented));
                 return Ok(true);
             }
@@ -137,8 +140,6 @@ pub struct Conn {
     /// The host.
     pub host: Host,
     label: Arc<str>,
-    /// The fingerprint accepted without checking, under `AcceptAnyInsecure`.
-    pub insecure_key: Option<String>,
 }
 
 fn config() -> Arc<russh::client::Config> {
@@ -153,14 +154,16 @@ fn config() -> Arc<russh::client::Config> {
 }
 
 impl Conn {
-    /// Connects to `host` and logs in, all within `timeout`.
+    /// Connects to `host` and logs in, all within `timeout`. A host key
+    /// accepted without checking is reported on `out` as a warning.
     pub async fn open(
         host: &Host,
         policy: Arc<HostKeyPolicy>,
         creds: &Credentials,
         timeout: Duration,
+        out: &mpsc::Sender<Line>,
     ) -> Result<Conn, Failure> {
-        match tokio::time::timeout(timeout, Self::open_now(host, policy, creds)).await {
+        match tokio::time::timeout(timeout, Self::open_now(host, policy, creds, out)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::new(
                 ErrorType::Connectivity,
@@ -169,7 +172,12 @@ impl Conn {
         }
     }
 
-    async fn open_now(host: &Host, policy: Arc<HostKeyPolicy>, creds: &Credentials) -> Result<Conn, Failure> {
+    async fn open_now(
+        host: &Host,
+        policy: Arc<HostKeyPolicy>,
+        creds: &Credentials,
+        out: &mpsc::Sender<Line>,
+    ) -> Result<Conn, Failure> {
         let stream = tokio::net::TcpStream::connect((host.name.as_str(), host.port))
             .await
             .map_err(|e| Failure::new(ErrorType::Connectivity, format!("{host}: cannot connect: {e}")))?;
@@ -193,6 +201,13 @@ impl Conn {
                 });
             }
         };
+        let label: Arc<str> = Arc::from(host.address());
+        let accepted_unchecked = lock(&insecure).take();
+        if let Some(fp) = accepted_unchecked {
+            let text =
+                format!("WARNING: host key {fp} accepted without checking (hostKeyPolicy AcceptAnyInsecure)");
+            let _ = out.send(Line { host: Arc::clone(&label), stream: LogStream::Stderr, text }).await;
+        }
         let auth_err =
             |e: russh::Error| Failure::new(ErrorType::Connectivity, format!("{host}: during login: {e}"));
         let mut ok = false;
@@ -223,8 +238,7 @@ impl Conn {
                 format!("{host}: authentication as {:?} failed: {how}", creds.user),
             ));
         }
-        let insecure_key = lock(&insecure).take();
-        Ok(Conn { handle, host: host.clone(), label: Arc::from(host.address()), insecure_key })
+        Ok(Conn { handle, host: host.clone(), label })
     }
 
     fn io(&self, what: &str) -> impl Fn(russh::Error) -> Failure + '_ {
@@ -266,11 +280,20 @@ impl Conn {
                 },
                 changed = abort.changed(), if aborted_at.is_none() => {
                     if changed.is_err() || *abort.borrow() {
+                        // sshd does `killpg` for a `signal` request, except for
+                        // root logins; killing the reported group covers both.
                         let _ = ch.signal(Sig::TERM).await;
+                        if let Some(pg) = exit.pgid {
+                            self.kill_group(pg, "TERM").await;
+                        }
+                        debug!(host = %self.host, pgid = ?exit.pgid, "Sent TERM to the remote command.");
                         aborted_at = Some(tokio::time::Instant::now());
                     }
                 },
                 _ = grace => {
+                    if let Some(pg) = exit.pgid {
+                        self.kill_group(pg, "KILL").await;
+                    }
                     let _ = ch.close().await;
                     break;
                 }
@@ -282,6 +305,28 @@ impl Conn {
             return Err(Failure::new(ErrorType::Unknown, format!("{}: stopped", self.host)));
         }
         Ok(exit)
+    }
+
+    /// Sends `signal` to the remote process group `pgid` from a new channel
+    /// (its own session, so it survives the kill); waits briefly for it.
+    async fn kill_group(&self, pgid: u32, signal: &str) {
+        if pgid <= 1 {
+            return;
+        }
+        let Ok(mut ch) = self.handle.channel_open_session().await else {
+            return;
+        };
+        if ch.exec(true, format!("kill -{signal} -- -{pgid} 2>/dev/null; true")).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(msg) = ch.wait().await {
+                if matches!(msg, ChannelMsg::Close) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Opens an SFTP session on a new channel.
@@ -361,6 +406,12 @@ impl Splitter {
 
     async fn emit(&mut self, raw: &[u8], host: &Arc<str>, out: &mpsc::Sender<Line>, exit: &mut Exit) {
         let text = String::from_utf8_lossy(raw).trim_end_matches('\r').to_string();
+        if self.stream == LogStream::Stdout
+            && let Some(pg) = text.strip_prefix(super::script::PGID_PREFIX)
+        {
+            exit.pgid = pg.trim().parse().ok();
+            return;
+        }
         if self.stream == LogStream::Stdout && text.starts_with(super::script::RESULT_PREFIX) {
             exit.result = Some(text.clone());
         }

@@ -107,6 +107,11 @@ impl Target for Ssh {
         for (field, text) in secret_fields(&p) {
             cx.secrets.check_text(&field, text).await.map_err(|e| e.to_string())?;
         }
+        if let dray_shared::task::ssh::HostKeyPolicy::KnownHosts { file } = &p.inventory.host_key
+            && !std::path::Path::new(file).is_file()
+        {
+            return Err(format!("known_hosts file {file} does not exist on this delegate"));
+        }
         if let Some(f) = &p.inventory.hosts_file
             && !std::path::Path::new(f).is_file()
         {
@@ -338,20 +343,14 @@ impl Job {
             return HostEnd::Skipped;
         }
         let host = &self.hosts[i];
-        let label: Arc<str> = Arc::from(host.address());
         let conn = tokio::select! {
-            c = Conn::open(host, Arc::clone(&self.policy), &self.creds, self.connect_timeout) => c,
+            c = Conn::open(host, Arc::clone(&self.policy), &self.creds, self.connect_timeout, &out) => c,
             _ = abort.wait_for(|a| *a) => return HostEnd::Skipped,
         };
         let conn = match conn {
             Ok(c) => c,
             Err(f) => return HostEnd::Failed(f),
         };
-        if let Some(fp) = &conn.insecure_key {
-            let text =
-                format!("WARNING: host key {fp} accepted without checking (hostKeyPolicy AcceptAnyInsecure)");
-            let _ = out.send(Line { host: Arc::clone(&label), stream: LogStream::Stderr, text }).await;
-        }
         let end = match self.work(&conn, &out, &mut abort).await {
             Ok(end) => end,
             Err(f) => HostEnd::Failed(f),

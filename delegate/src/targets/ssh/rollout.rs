@@ -73,8 +73,8 @@ mod tests {
         assert_eq!(plan(5, PhaseSize::Count(2)), [0..2, 2..4, 4..5]);
         assert_eq!(plan(5, PhaseSize::Percent(40)), [0..2, 2..4, 4..5]);
         assert_eq!(plan(5, PhaseSize::Percent(50)), [0..3, 3..5], "rounded up");
-        assert_eq!(plan(3, PhaseSize::Percent(100)), [0..3]);
-        assert_eq!(plan(3, PhaseSize::Count(9)), [0..3]);
+        assert_eq!(plan(3, PhaseSize::Percent(100)), vec![std::ops::Range { start: 0, end: 3 }]);
+        assert_eq!(plan(3, PhaseSize::Count(9)), vec![std::ops::Range { start: 0, end: 3 }]);
         assert_eq!(plan(20, PhaseSize::Percent(1)).len(), 20);
         assert!(plan(0, PhaseSize::Count(2)).is_empty());
     }

@@ -30,6 +30,8 @@ pub const STAGE_EXIT_BASE: u32 = 90;
 /// The parts of a script, in exit-code order.
 pub const STAGES: &[&str] =
     &["prepare", "unpack", "install", "stop", "activate", "start", "health check", "rollback", "command"];
+/// Prefix of the line that reports the script's process group.
+pub const PGID_PREFIX: &str = "dray-pgid: ";
 /// Prefix of the line that reports a host's result.
 pub const RESULT_PREFIX: &str = "dray-result: ";
 
@@ -73,6 +75,9 @@ impl Script {
     fn new(vars: &HostVars<'_>, all_text: &[&str]) -> Self {
         let mut s = Script { text: String::new(), delimiter: delimiter(all_text) };
         s.text.push_str("dray_main() {\nset -u\n");
+        // The process group to kill on abort, for when sshd refuses `signal`
+        // requests (it does for root logins).
+        s.line(&format!("echo \"{PGID_PREFIX}$(cut -d' ' -f5 /proc/$$/stat 2>/dev/null)\""));
         s.line(&format!("export DRAY_HOST={}", quote(vars.host)));
         s.line(&format!("B={}", quote(vars.base)));
         s.line("export DRAY_BASE_DIR=\"$B\"");
@@ -430,6 +435,8 @@ mod tests {
         assert!(ran.stdout.contains(&format!("hi from h1:22 in {b}")), "{}", ran.stdout);
         let ran = run(&command(&vars, "echo ok"));
         assert_eq!(ran.code, 0);
+        let pgid = ran.stdout.lines().next().and_then(|l| l.strip_prefix(PGID_PREFIX)).unwrap();
+        assert!(pgid.parse::<u32>().is_ok_and(|p| p > 1), "{}", ran.stdout);
         assert_eq!(parse_result(ran.stdout.lines().last().unwrap()), Some(("ran".into(), String::new())));
     }
 

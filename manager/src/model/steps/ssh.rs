@@ -114,6 +114,11 @@ impl SpecRules for SshDeploySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SshRollbackSpec {
+    /// Which release to undo: absent = the one this stage deployed (hosts on
+    /// another release are left alone); `Current` = whatever is current on
+    /// each host; otherwise a release id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Hosts per phase (default all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_size: Option<NumberOrText>,
@@ -128,6 +133,13 @@ pub struct SshRollbackSpec {
 impl SpecRules for SshRollbackSpec {
     fn rules(&self) -> Vec<(String, String)> {
         let mut out = rollout_rules(&self.phase_size, &self.max_parallel);
+        if let Some(r) = &self.release
+            && !is_expr(r)
+            && r != "Current"
+            && !dray_shared::task::ssh::is_safe_name(r)
+        {
+            out.push(("release".into(), format!("{r:?} is neither Current nor a release id")));
+        }
         out.extend(selector_rules(&self.delegate_selectors));
         out
     }
@@ -344,6 +356,8 @@ mod tests {
         assert_eq!(check("SshDeploy", json!({"phaseSize": "40%"})), vec![]);
         assert_eq!(check("SshDeploy", json!({"phaseSize": "<+pipeline.variables.phase>"})), vec![]);
         assert_eq!(check("SshRollback", json!({})), vec![]);
+        assert_eq!(check("SshRollback", json!({"release": "Current"})), vec![]);
+        assert_eq!(paths(&check("SshRollback", json!({"release": "../x"}))), ["release"]);
         assert_eq!(check("SshCommand", json!({"script": "uptime", "hosts": ["web01"]})), vec![]);
         assert_eq!(
             paths(&check("SshDeploy", json!({"phaseSize": "0%", "maxParallel": 0, "keepReleases": 1}))),

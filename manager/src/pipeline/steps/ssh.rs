@@ -5,7 +5,8 @@
 //! The release id of a deploy is `<execution id>-<stage>`, so an `SshRollback`
 //! in the same stage's rollback steps knows which release to undo: hosts whose
 //! current release is another one (they failed before activating it, or were
-//! never reached) are left alone.
+//! never reached) are left alone. `SshRollback` with `release: Current` rolls
+//! back whatever is current on each host (a rollback pipeline of its own).
 
 use dray_shared::expr::Context;
 use dray_shared::task::kind;
@@ -206,7 +207,11 @@ impl StepType for SshStep {
                 params.commands = commands(service);
             }
             Action::Rollback => {
-                params.release = release_id(cx);
+                params.release = match text(spec, "release") {
+                    None => release_id(cx),
+                    Some("Current") => String::new(),
+                    Some(r) => r.to_string(),
+                };
                 params.commands = commands(service);
             }
             Action::Command => {
@@ -292,6 +297,8 @@ mod tests {
         assert!(matches!(p.artifact.unwrap().source, ArtifactSource::File { .. }));
         let r = start("SshRollback", json!({}), &target()).unwrap();
         assert_eq!(r.release, "0190-ab-deploy", "the rollback undoes this stage's release");
+        let r = start("SshRollback", json!({"release": "Current"}), &target()).unwrap();
+        assert_eq!(r.release, "", "whatever is current on each host");
     }
 
     #[test]
