@@ -48,7 +48,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `ssh` tasks.
 #[derive(Debug, Default)]
-pub struct Ssh {}
+pub struct Ssh;
 
 fn ssh_params(spec: &TaskSpec) -> Result<SshParams, String> {
     match task::parse_params(spec) {
