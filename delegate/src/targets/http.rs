@@ -246,16 +246,7 @@ fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Op
 /// The error and its causes, de-duplicated: the legacy client's own message
 /// ("client error (Connect)") says little without them.
 pub(crate) fn describe(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
+    crate::link::error_chain(e)
 }
 
 #[async_trait::async_trait]

@@ -92,16 +92,7 @@ impl K8sError {
 
 /// The error and its causes, without repeats.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
+    crate::link::error_chain(e)
 }
 
 #[cfg(test)]
