@@ -37,7 +37,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
-type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
 /// Runs `http` tasks. The client (and its connection pool) is built on first use.
 #[derive(Default)]
@@ -82,7 +82,8 @@ fn tls_config() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-fn build_client() -> HttpClient {
+/// The delegate's HTTP(S) client: rustls on ring, system roots, through the proxy.
+pub(crate) fn build_client() -> HttpClient {
     // Direct or through the configured proxy; TLS is layered on top for https.
     let http = ProxyConnector::new();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
