@@ -6,6 +6,7 @@
 #   sshd          Debian openssh-server (private instances started by the tests)
 #   tinyproxy     Debian tinyproxy (an HTTP/CONNECT proxy)
 #   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks)
+#   moto          Python: moto[server] (AWS ECS/ELBv2/Lambda emulator) in the same venv
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
 mkdir -p "$PEERS_DIR"
@@ -38,4 +39,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$PY_REQS" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check $PY_REQS
   echo "$PY_REQS" > "$STAMP"
+fi
+
+# AWS emulator for the ecs and lambda targets, in the same venv with its own stamp.
+MOTO_REQS="moto[server]==5.2.*"
+MOTO_STAMP="$VENV/.dray-moto"
+if [ ! -f "$MOTO_STAMP" ] || [ "$(cat "$MOTO_STAMP")" != "$MOTO_REQS" ]; then
+  echo "peers: python venv ($MOTO_REQS)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_REQS"
+  echo "$MOTO_REQS" > "$MOTO_STAMP"
 fi

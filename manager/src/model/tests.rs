@@ -138,7 +138,10 @@ fn semantic_errors_are_located() {
     assert_diag(
         &d,
         "35:31 pipeline.stages[0].stage.spec.execution.steps[1].stepGroup.steps[0].step.type",
-        "unknown step type \"Teleport\"; known types: Approval, Barrier, HarnessApproval, Http, Noop, ShellScript, Wait",
+        "unknown step type \"Teleport\"; known types: Approval, AwsLambdaDeploy, AwsLambdaRollback, \
+         AwsLambdaTrafficShift, Barrier, EcsBlueGreenCreateService, EcsBlueGreenRollback, \
+         EcsBlueGreenSwapTargetGroups, EcsCanaryDelete, EcsCanaryDeploy, EcsRollingDeploy, EcsRollingRollback, \
+         EcsRunTask, HarnessApproval, Http, Noop, ShellScript, Wait",
     );
     // Bad step spec, located inside the spec.
     assert_diag(

@@ -446,6 +446,13 @@ impl Compiler<'_> {
                 let mut o = a.get("spec").cloned().unwrap_or(json!({}));
                 if let Json::Object(m) = &mut o {
                     m.insert("type".into(), a.get("type").cloned().unwrap_or(Json::Null));
+                    // `<+artifact.image>`: the full image reference of a registry artifact.
+                    if !m.contains_key("image")
+                        && let (Some(Json::String(path)), Some(Json::String(tag))) = (m.get("imagePath"), m.get("tag"))
+                    {
+                        let image = format!("{path}:{tag}");
+                        m.insert("image".into(), Json::String(image));
+                    }
                 }
                 o
             }).unwrap_or(json!({})),

@@ -128,7 +128,7 @@ impl<'a> ExecContext<'a> {
                     .find(|&i| matches!(self.exec.plan.node(i).kind, NodeKind::StepGroup))?;
                 (self.node_obj(g), rest)
             }
-            "service" | "env" | "infra" | "serviceVariables" => (self.target_obj(root)?, rest),
+            "service" | "env" | "infra" | "serviceVariables" | "artifact" => (self.target_obj(root)?, rest),
             "environment" => (self.target_obj("env")?, rest),
             "trigger" => (meta.trigger.clone(), rest),
             _ => return None,

@@ -114,7 +114,7 @@ mod tests {
         assert_eq!((d.family.as_str(), d.cpu), ("web", Some(NumberText("256".into()))));
         let y = "family: web\ncpu: \"512\"\nitems:\n  - port: 80\n    value: pw=<+secrets.getValue(\"env:PW\")>\n";
         let d: Doc = read(&mut cx, "doc", y).await.unwrap();
-        assert_eq!(d.items[0].value, "pw=hunter2");
+        assert_eq!((d.items[0].port, d.items[0].value.as_str()), (80, "pw=hunter2"));
         assert_eq!(cx.masker().mask("hunter2"), crate::secrets::mask::MASK, "resolved values are masked");
     }
 
@@ -123,7 +123,7 @@ mod tests {
         let (mut cx, _o, _s) = context(&[]);
         for (text, needle) in [
             ("family: web\nitems:\n  - port: eighty\n", "doc.items[0].port: invalid type"),
-            ("family: web\nitemz: []\n", "doc: unknown field `itemz`"),
+            ("family: web\nitemz: []\n", "doc.itemz: unknown field `itemz`"),
             ("{\"family\": ", "doc: invalid JSON"),
             ("family: [unclosed", "doc: invalid YAML"),
             ("items: []", "missing field `family`"),

@@ -778,7 +778,10 @@ containerDefinitions:
         let e = read_plain::<TaskDefinition>("taskDefinition", &TD.replace("portMappings", "portMapings"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("taskDefinition.containerDefinitions[0]: unknown field `portMapings`"), "{e}");
+        assert!(
+            e.contains("taskDefinition.containerDefinitions[0].portMapings: unknown field `portMapings`"),
+            "{e}"
+        );
         let e = read_plain::<TaskDefinition>(
             "taskDefinition",
             &TD.replace("containerPort: 80", "containerPort: x"),

@@ -370,7 +370,15 @@ impl Ecs {
 
     async fn rollback(&self, cx: &mut RunContext, name: &str) -> Result<Done, AwsError> {
         let nothing = Done::default().with(output::SERVICE_NAME, name).with(output::ROLLED_BACK, "false");
-        let Some(service) = self.describe(name).await? else {
+        let found = match self.describe(name).await {
+            // No cluster, nothing this execution could have deployed.
+            Err(e) if e.message.contains("ClusterNotFoundException") => {
+                log(cx, format!("cluster {} does not exist: nothing to roll back", self.cluster)).await;
+                return Ok(nothing);
+            }
+            other => other?,
+        };
+        let Some(service) = found else {
             log(cx, format!("service {name} does not exist: nothing to roll back")).await;
             return Ok(nothing);
         };

@@ -185,7 +185,7 @@ mod tests {
         let e = read_plain::<FunctionDefinition>("functionDefinition", "functionName: x\nmemory: 3")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("functionDefinition: unknown field `memory`"), "{e}");
+        assert!(e.contains("functionDefinition.memory: unknown field `memory`"), "{e}");
         let f: FunctionDefinition =
             read_plain("functionDefinition", "functionName: x\ntimeout: 901").unwrap();
         assert!(f.check().unwrap_err().to_string().contains("functionDefinition.timeout"));
