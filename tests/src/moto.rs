@@ -60,7 +60,10 @@ impl Moto {
             br#"{"lambda":{"use_docker":false}}"#,
         )
         .ok_or_else(|| anyhow::anyhow!("moto config request failed"))?;
-        anyhow::ensure!(code == 200, "moto config: {code} {body}");
+        anyhow::ensure!(
+            (200..300).contains(&code) && body.contains(r#""lambda": {"use_docker": false}"#),
+            "moto config: {code} {body}"
+        );
         Ok(m)
     }
 

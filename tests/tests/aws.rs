@@ -139,9 +139,9 @@ fn ecs_rolling_deploy_rolls_back_to_the_recorded_revision() -> anyhow::Result<()
             .map(|a| a.ends_with("web:1")),
         Some(true)
     );
-    assert_eq!(node(&e2, "deploy.rollback")["status"], "Succeeded", "{e2:#}");
-    assert_eq!(node(&e2, "deploy.rollback")["outputs"]["rolledBack"], "true");
-    let log = m.step_logs(&id2, "deploy.rollback")?;
+    assert_eq!(node(&e2, "deploy.rollback.rollback")["status"], "Succeeded", "{e2:#}");
+    assert_eq!(node(&e2, "deploy.rollback.rollback")["outputs"]["rolledBack"], "true");
+    let log = m.step_logs(&id2, "deploy.rollback.rollback")?;
     assert!(log.contains("rolling service web back from web:2 to web:1"), "{log}");
     assert_eq!(td_of(&moto.service("demo", "web")?), "web:1");
     Ok(())
@@ -204,7 +204,7 @@ fn ecs_canary_and_blue_green_swap_and_swap_back() -> anyhow::Result<()> {
         swap_log.contains(&format!("swapped: production now forwards to {} (checkout-green)", s("blue"))),
         "{swap_log}"
     );
-    assert_eq!(node(&e2, "bg.swap_back")["outputs"]["rolledBack"], "true", "{e2:#}");
+    assert_eq!(node(&e2, "bg.rollback.swap_back")["outputs"]["rolledBack"], "true", "{e2:#}");
     assert_eq!(moto.rule_target(&s("prodRule"))?, s("green"), "swapped back");
     assert_eq!(moto.rule_target(&s("stageRule"))?, s("blue"));
     Ok(())
@@ -221,6 +221,8 @@ fn ecs_run_task_and_aws_errors() -> anyhow::Result<()> {
     let id = run(&m, "ecs_run_task", &inputs)?;
     // moto's tasks never exit: stop it as its container would.
     let task = wait_for("the task to start", T, || {
+        let e = m.execution(&id).ok()?;
+        assert_eq!(e["status"], "Running", "{e:#}");
         let v = moto.py("out = ecs.list_tasks(cluster='demo')['taskArns']").ok()?;
         v.as_array()?.first()?.as_str().map(str::to_string)
     })?;
@@ -255,9 +257,10 @@ fn ecs_run_task_and_aws_errors() -> anyhow::Result<()> {
     let msg = rolling["failure"].as_str().unwrap_or_default();
     assert!(msg.contains("ClusterNotFoundException"), "{msg}");
     // The stage's AllErrors → StageRollback strategy matched: the rollback ran.
-    assert_eq!(node(&e, "deploy.rollback")["status"], "Succeeded", "{e:#}");
+    assert_eq!(node(&e, "deploy.rollback.rollback")["status"], "Succeeded", "{e:#}");
     assert!(
-        m.step_logs(&id, "deploy.rollback")?.contains("cluster nope does not exist: nothing to roll back")
+        m.step_logs(&id, "deploy.rollback.rollback")?
+            .contains("cluster nope does not exist: nothing to roll back")
     );
     Ok(())
 }
@@ -335,8 +338,8 @@ fn lambda_deploy_traffic_shift_and_rollback() -> anyhow::Result<()> {
     let id = run(&m, "lambda_release", &broken)?;
     let e = finished(&m, &id)?;
     assert_eq!(e["status"], "Failed", "{e:#}");
-    assert_eq!(node(&e, "release.rollback")["outputs"]["rolledBack"], "true", "{e:#}");
-    assert!(m.step_logs(&id, "release.rollback")?.contains("alias live back on version 2 (from 3)"));
+    assert_eq!(node(&e, "release.rollback.rollback")["outputs"]["rolledBack"], "true", "{e:#}");
+    assert!(m.step_logs(&id, "release.rollback.rollback")?.contains("alias live back on version 2 (from 3)"));
     assert_eq!(moto.alias("hello", "live")?["FunctionVersion"], "2");
 
     // A zip that is not what the pipeline expects never reaches Lambda.

@@ -26,6 +26,7 @@ pub mod lambda;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_sdk_ecs::config::http::HttpResponse;
 use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use dray_shared::error_type::ErrorType;
 use dray_shared::pb::{LogStream, TaskSpec};
@@ -65,10 +66,9 @@ impl AwsError {
     }
 
     /// Classifies an SDK error from call `what` (e.g. `DescribeServices`).
-    pub fn sdk<E, R>(what: &str, e: SdkError<E, R>) -> Self
+    pub fn sdk<E>(what: &str, e: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         match &e {
             SdkError::ServiceError(s) => {
@@ -82,6 +82,17 @@ impl AwsError {
             }
             SdkError::DispatchFailure(d) if d.is_timeout() => {
                 AwsError::of(ErrorType::Timeout, format!("{what}: timed out: {}", DisplayErrorContext(&e)))
+            }
+            // An answer that is not AWS's error format (a proxy's or a
+            // gateway's page): its status and the start of its text.
+            SdkError::ResponseError(r) => {
+                let raw = r.raw();
+                let body =
+                    raw.body().bytes().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                let text: String = strip_markup(&body).chars().take(300).collect();
+                let status = raw.status().as_u16();
+                let t = if status >= 500 { ErrorType::Unknown } else { classify_status(status) };
+                AwsError::of(t, format!("{what}: HTTP {status} that is not an AWS answer: {text}"))
             }
             SdkError::DispatchFailure(d) if d.is_io() => AwsError::of(
                 ErrorType::Connectivity,
@@ -106,6 +117,34 @@ impl AwsError {
     pub fn outcome(self) -> Outcome {
         Outcome::failed_as(self.error_type, self.message)
     }
+}
+
+/// Error type of an HTTP status without an AWS error code.
+fn classify_status(status: u16) -> ErrorType {
+    match status {
+        401 => ErrorType::Authentication,
+        403 => ErrorType::Authorization,
+        407 | 502 | 504 => ErrorType::Connectivity,
+        _ => ErrorType::Unknown,
+    }
+}
+
+/// `text` without HTML tags and with runs of white space folded.
+fn strip_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if in_tag => {}
+            _ => out.push(c),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Error type of an AWS error code.
@@ -253,5 +292,13 @@ mod tests {
         assert_eq!(classify_code("UnrecognizedClientException"), ErrorType::Authentication);
         assert_eq!(classify_code("AccessDeniedException"), ErrorType::Authorization);
         assert_eq!(classify_code("ClusterNotFoundException"), ErrorType::Unknown);
+        assert_eq!(classify_status(403), ErrorType::Authorization);
+        assert_eq!(classify_status(407), ErrorType::Connectivity);
+    }
+
+    #[test]
+    fn markup_is_stripped_from_foreign_answers() {
+        let page = "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Oops</h1>";
+        assert_eq!(strip_markup(page), "500 Internal Server Error Oops");
     }
 }
