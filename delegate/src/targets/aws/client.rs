@@ -186,7 +186,6 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert!(proxy_config(&proxies, true, "ecs.us-east-1.amazonaws.com", 443).is_from_env() == false);
         assert!(!proxy_config(&proxies, true, "ecs.us-east-1.amazonaws.com", 443).is_disabled());
         assert!(proxy_config(&proxies, true, "127.0.0.1", 5000).is_disabled(), "NO_PROXY address");
         assert!(proxy_config(&proxies, true, "ecs.vpce.internal", 443).is_disabled(), "NO_PROXY suffix");

@@ -263,7 +263,7 @@ mod tests {
         let t = StepTypes::builtin();
         let v = |ty: &str, spec: Json| t.get(ty).unwrap().validate(&spec);
         assert!(v("EcsRollingDeploy", json!({})).is_empty());
-        assert_eq!(v("EcsRollingDeploy", json!({"force": true}))[0].1.contains("unknown field"), true);
+        assert!(v("EcsRollingDeploy", json!({"force": true}))[0].1.contains("unknown field"));
         assert_eq!(
             v("EcsCanaryDeploy", json!({"desiredCount": 0})),
             vec![("desiredCount".into(), "must be at least 1".into())]
