@@ -354,3 +354,27 @@ fn lambda_deploy_traffic_shift_and_rollback() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn aws_calls_go_through_the_delegate_proxy() -> anyhow::Result<()> {
+    let moto = Moto::start()?;
+    let proxy = dray_tests::proxy_peer::Tinyproxy::start()?;
+    let m = Manager::start(StoreKind::Sqlite)?;
+    let env = vec![
+        ("AWS_DEPLOY_KEY_ID".to_string(), "AKIDTESTING".to_string()),
+        ("AWS_DEPLOY_SECRET".to_string(), "test-secret-key".to_string()),
+        ("DB_PASSWORD".to_string(), DB_PASSWORD.to_string()),
+        // The emulator's endpoint is plain http: HTTP_PROXY applies to it.
+        ("HTTP_PROXY".to_string(), proxy.url()),
+    ];
+    let _d = Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    m.apply(&examples_dir().join("ecs.yaml"))?;
+    let inputs = ecs_inputs(&moto)?;
+    let id = run(&m, "ecs_rolling", &inputs)?;
+    let e = finished(&m, &id)?;
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+    let relayed = proxy.requests();
+    let to_moto = format!("POST {}/ HTTP/1.1", moto.endpoint());
+    assert!(relayed.iter().any(|r| r == &to_moto), "{to_moto:?} not in {relayed:?}");
+    Ok(())
+}
