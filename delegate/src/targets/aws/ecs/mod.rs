@@ -194,16 +194,18 @@ impl Ecs {
     }
 
     /// Creates or updates the service of `input` on `td`, recording what it
-    /// ran before; returns the service and that previous revision.
+    /// ran before; returns the service, that previous revision, and the
+    /// service as it was (whose events are history, not news).
     async fn apply(
         &self,
         cx: &mut RunContext,
         input: &ServiceInput,
         td: &str,
         force: bool,
-    ) -> Result<(Service, String), AwsError> {
+    ) -> Result<(Service, String, ServiceState), AwsError> {
         match self.describe(&input.name).await? {
             Some(current) => {
+                let before = ServiceState::from(&current);
                 let previous = current.task_definition().unwrap_or("none").to_string();
                 // Recorded before the change, so a rollback after a failed update finds it.
                 self.tag(
@@ -227,7 +229,7 @@ impl Ecs {
                     ),
                 )
                 .await;
-                Ok((out.service().cloned().unwrap_or(current), previous))
+                Ok((out.service().cloned().unwrap_or(current), previous, before))
             }
             None => {
                 let tags =
@@ -251,21 +253,25 @@ impl Ecs {
                     ),
                 )
                 .await;
-                Ok((s, "none".into()))
+                Ok((s, "none".into(), ServiceState::default()))
             }
         }
     }
 
-    /// Polls until the service is steady; logs news on the way.
-    async fn wait_steady(&self, cx: &mut RunContext, name: &str) -> Result<ServiceState, AwsError> {
+    /// Polls until the service is steady; logs news on the way (events
+    /// already on `before` are history).
+    async fn wait_steady(
+        &self,
+        cx: &mut RunContext,
+        name: &str,
+        before: &ServiceState,
+    ) -> Result<ServiceState, AwsError> {
         log(cx, format!("waiting for service {name} to reach a steady state")).await;
-        let mut progress: Option<Progress> = None;
+        let mut progress = Progress::after(before);
         loop {
             let s = self.describe(name).await?;
             let state = s.as_ref().map(ServiceState::from).unwrap_or_default();
-            let p = progress
-                .get_or_insert_with(|| Progress::after(&ServiceState { events: vec![], ..state.clone() }));
-            for line in p.news(&state) {
+            for line in progress.news(&state) {
                 cx.logs.line(dray_shared::pb::LogStream::Stdout, &line);
             }
             cx.logs.flush().await;
@@ -356,8 +362,8 @@ impl Ecs {
         force: bool,
     ) -> Result<Done, AwsError> {
         let td = self.register(cx, td_text).await?;
-        let (service, previous) = self.apply(cx, &input, &td, force).await?;
-        self.wait_steady(cx, &input.name).await?;
+        let (service, previous, before) = self.apply(cx, &input, &td, force).await?;
+        self.wait_steady(cx, &input.name, &before).await?;
         let service = self.describe(&input.name).await?.unwrap_or(service);
         let instances = self.instances(&service).await?;
         Ok(Done::default()
@@ -411,7 +417,7 @@ impl Ecs {
             .send()
             .await
             .map_err(|e| AwsError::sdk("UpdateService", e))?;
-        self.wait_steady(cx, name).await?;
+        self.wait_steady(cx, name, &ServiceState::from(&service)).await?;
         let service = self.describe(name).await?.unwrap_or(service);
         let instances = self.instances(&service).await?;
         Ok(nothing
@@ -549,7 +555,8 @@ impl Ecs {
                     .send()
                     .await
                     .map_err(|e| AwsError::sdk("UpdateService", e))?;
-                self.wait_steady(cx, old.service_name().unwrap_or_default()).await?;
+                self.wait_steady(cx, old.service_name().unwrap_or_default(), &ServiceState::from(old))
+                    .await?;
             }
         } else if idle.is_none() {
             return Err(AwsError::other(format!(
@@ -755,6 +762,110 @@ mod tests {
             tasks: Vec<TaskState>,
         }
         serde_json::from_str::<Answer>(json).unwrap().tasks
+    }
+
+    /// A local endpoint that answers every ECS call with the next of `answers`
+    /// (the last one repeats), as AWS's JSON protocol does.
+    async fn replay(answers: Vec<&'static str>) -> aws_sdk_ecs::Client {
+        use std::sync::{Arc, Mutex};
+        let queue = Arc::new(Mutex::new(answers));
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                let queue = Arc::clone(&queue);
+                async move {
+                    let mut q = queue.lock().unwrap();
+                    let body = if q.len() > 1 { q.remove(0) } else { q[0] };
+                    ([("content-type", "application/x-amz-json-1.1")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new("AK", "SK", None, None, "test"))
+            .http_client(super::client::http_client(
+                &crate::proxy::Proxies::default(),
+                false,
+                "127.0.0.1",
+                port,
+            ))
+            .build();
+        aws_sdk_ecs::Client::from_conf(conf)
+    }
+
+    fn ecs(client: aws_sdk_ecs::Client) -> Ecs {
+        Ecs { client, cluster: "c".into(), execution: "e".into(), poll: Duration::from_millis(10) }
+    }
+
+    #[tokio::test]
+    async fn the_watcher_follows_a_recorded_rollout_to_steady() {
+        use super::steady::recorded::{DRAINED, ROLLING};
+        let (mut cx, outbox, _stop) = crate::targets::testing::context(&[]);
+        let e = ecs(replay(vec![ROLLING, ROLLING, DRAINED]).await);
+        let before = ServiceState {
+            events: vec![steady::Event { id: "e1".into(), message: "old".into() }],
+            ..Default::default()
+        };
+        let state = e.wait_steady(&mut cx, "web", &before).await.unwrap();
+        assert_eq!((state.running_count, state.deployments.len()), (2, 1));
+        let lines: Vec<String> =
+            crate::targets::testing::lines(&outbox).into_iter().map(|(_, l)| l).collect();
+        let rolling =
+            lines.iter().position(|l| l.contains("2 deployment(s): PRIMARY web:8 IN_PROGRESS")).unwrap();
+        let drained = lines.iter().position(|l| l.contains("has stopped 2 running tasks")).unwrap();
+        assert!(rolling < drained, "{lines:#?}");
+        assert_eq!(
+            lines.iter().filter(|l| l.contains("2 deployment(s)")).count(),
+            1,
+            "unchanged state logged once"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("reached a steady state")),
+            "history is not news: {lines:#?}"
+        );
+        assert_eq!(lines.last().unwrap(), "service web is steady: 2 running");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_fails_when_the_circuit_breaker_trips() {
+        use super::steady::recorded::{BREAKER, ROLLING};
+        let (mut cx, _outbox, _stop) = crate::targets::testing::context(&[]);
+        let e = ecs(replay(vec![ROLLING, BREAKER]).await);
+        let err = e.wait_steady(&mut cx, "web", &ServiceState::default()).await.unwrap_err();
+        assert_eq!(err.error_type, ErrorType::Verification);
+        assert!(err.message.contains("deployment ecs-svc/3 failed: ECS deployment circuit breaker"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_task_that_exits_non_zero_fails_the_run() {
+        let (mut cx, outbox, _stop) = crate::targets::testing::context(&[]);
+        let registered =
+            r#"{"taskDefinition":{"taskDefinitionArn":"arn:aws:ecs:us-east-1:1:task-definition/job:4"}}"#;
+        let started = r#"{"tasks":[{"taskArn":"arn:aws:ecs:us-east-1:1:task/c/0a2","lastStatus":"PROVISIONING"}],"failures":[]}"#;
+        let running = r#"{"tasks":[{"taskArn":"arn:aws:ecs:us-east-1:1:task/c/0a2","lastStatus":"RUNNING",
+            "containers":[{"name":"migrate"}]}],"failures":[]}"#;
+        let stopped = r#"{"tasks":[{"taskArn":"arn:aws:ecs:us-east-1:1:task/c/0a2","lastStatus":"STOPPED",
+            "stoppedReason":"Essential container in task exited","containers":[{"name":"migrate","exitCode":3}]}],"failures":[]}"#;
+        let e = ecs(replay(vec![registered, started, running, stopped]).await);
+        let r = dray_shared::task::ecs::RunTask {
+            task_definition: "family: job\ncontainerDefinitions: [{name: migrate, image: job:1}]".into(),
+            run_task_request: String::new(),
+            skip_wait: false,
+        };
+        let err = e.run_task(&mut cx, &r).await.unwrap_err();
+        assert_eq!(err.message, "task 0a2 container migrate exited with code 3");
+        let lines: Vec<String> =
+            crate::targets::testing::lines(&outbox).into_iter().map(|(_, l)| l).collect();
+        for needle in
+            ["registered task definition job:4", "started task 0a2", "task 0a2: RUNNING", "task 0a2: STOPPED"]
+        {
+            assert!(lines.iter().any(|l| l == needle), "{needle:?} not in {lines:#?}");
+        }
     }
 
     #[test]

@@ -210,6 +210,7 @@ mod tests {
     //! rolling update of a FARGATE service with the circuit breaker on. The
     //! emulator keeps a single IN_PROGRESS deployment and cannot show these.
 
+    use super::recorded::*;
     use super::*;
 
     fn service(json: &str) -> ServiceState {
@@ -220,26 +221,6 @@ mod tests {
         let a: Answer = serde_json::from_str(json).unwrap();
         a.services.into_iter().next().unwrap()
     }
-
-    const ROLLING: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":3,
-      "deployments":[
-        {"id":"ecs-svc/2","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":1,"runningCount":1,"failedTasks":0,"rolloutState":"IN_PROGRESS","rolloutStateReason":"ECS deployment ecs-svc/2 in progress."},
-        {"id":"ecs-svc/1","status":"ACTIVE","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:7","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"COMPLETED"}],
-      "events":[{"id":"e2","message":"(service web) has started 1 tasks: (task 9f)."},
-                {"id":"e1","message":"(service web) has reached a steady state."}]}]}"#;
-
-    const DRAINED: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":2,
-      "deployments":[
-        {"id":"ecs-svc/2","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"IN_PROGRESS"}],
-      "events":[{"id":"e3","message":"(service web) has stopped 2 running tasks: (task 1a) (task 1b)."},
-                {"id":"e2","message":"(service web) has started 1 tasks: (task 9f)."},
-                {"id":"e1","message":"(service web) has reached a steady state."}]}]}"#;
-
-    const BREAKER: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":2,
-      "deployments":[
-        {"id":"ecs-svc/3","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:9","desiredCount":0,"pendingCount":0,"runningCount":0,"failedTasks":4,"rolloutState":"FAILED","rolloutStateReason":"ECS deployment circuit breaker: tasks failed to start."},
-        {"id":"ecs-svc/2","status":"ACTIVE","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"COMPLETED"}],
-      "events":[{"id":"e4","message":"(service web) deployment ecs-svc/3 deployment failed: tasks failed to start."}]}]}"#;
 
     #[test]
     fn two_deployments_are_in_progress_until_the_old_one_drains() {
@@ -288,4 +269,30 @@ mod tests {
         let lines = p.news(&service(BREAKER));
         assert!(lines.iter().any(|l| l.contains("failed 4")), "{lines:?}");
     }
+}
+
+#[cfg(test)]
+pub(crate) mod recorded {
+    //! Recorded DescribeServices answers (trimmed to the fields read) from a
+    //! rolling update of a FARGATE service with the circuit breaker on.
+
+    pub const ROLLING: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":3,
+      "deployments":[
+        {"id":"ecs-svc/2","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":1,"runningCount":1,"failedTasks":0,"rolloutState":"IN_PROGRESS","rolloutStateReason":"ECS deployment ecs-svc/2 in progress."},
+        {"id":"ecs-svc/1","status":"ACTIVE","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:7","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"COMPLETED"}],
+      "events":[{"id":"e2","message":"(service web) has started 1 tasks: (task 9f)."},
+                {"id":"e1","message":"(service web) has reached a steady state."}]}]}"#;
+
+    pub const DRAINED: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":2,
+      "deployments":[
+        {"id":"ecs-svc/2","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"IN_PROGRESS"}],
+      "events":[{"id":"e3","message":"(service web) has stopped 2 running tasks: (task 1a) (task 1b)."},
+                {"id":"e2","message":"(service web) has started 1 tasks: (task 9f)."},
+                {"id":"e1","message":"(service web) has reached a steady state."}]}]}"#;
+
+    pub const BREAKER: &str = r#"{"services":[{"status":"ACTIVE","desiredCount":2,"runningCount":2,
+      "deployments":[
+        {"id":"ecs-svc/3","status":"PRIMARY","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:9","desiredCount":0,"pendingCount":0,"runningCount":0,"failedTasks":4,"rolloutState":"FAILED","rolloutStateReason":"ECS deployment circuit breaker: tasks failed to start."},
+        {"id":"ecs-svc/2","status":"ACTIVE","taskDefinition":"arn:aws:ecs:us-east-1:1:task-definition/web:8","desiredCount":2,"pendingCount":0,"runningCount":2,"failedTasks":0,"rolloutState":"COMPLETED"}],
+      "events":[{"id":"e4","message":"(service web) deployment ecs-svc/3 deployment failed: tasks failed to start."}]}]}"#;
 }
