@@ -332,6 +332,7 @@ fn lambda_deploy_traffic_shift_and_rollback() -> anyhow::Result<()> {
     let log = m.step_logs(&id, "release.shift")?;
     assert!(log.contains("alias live: 10% to version 2, 90% to version 1"), "{log}");
     assert!(log.contains("alias live: 100% to version 2"), "{log}");
+    assert!(log.contains("check at 50%: invoke of hello:live succeeded"), "{log}");
 
     // Version 3 fails verification: the alias goes back to version 2.
     let broken = with(&[("stepWait", "1s"), ("codeSha256", &sum), ("breakIt", "yes")]);
@@ -367,7 +368,8 @@ fn aws_calls_go_through_the_delegate_proxy() -> anyhow::Result<()> {
         // The emulator's endpoint is plain http: HTTP_PROXY applies to it.
         ("HTTP_PROXY".to_string(), proxy.url()),
     ];
-    let _d = Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    let _d =
+        Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
     m.apply(&examples_dir().join("ecs.yaml"))?;
     let inputs = ecs_inputs(&moto)?;
     let id = run(&m, "ecs_rolling", &inputs)?;

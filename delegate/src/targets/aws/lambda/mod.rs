@@ -300,18 +300,22 @@ impl Lambda {
             if step.wait_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(step.wait_ms)).await;
             }
-            if let Some(p) = &payload
-                && let Err(why) = self.check(name, p).await
-            {
-                if previous != "none" {
-                    self.point(name, &previous, None).await?;
-                    log(
-                        cx,
-                        format!("check failed at {weight}%: alias {} back on version {previous}", self.alias),
-                    )
-                    .await;
+            if let Some(p) = &payload {
+                if let Err(why) = self.check(name, p).await {
+                    if previous != "none" {
+                        self.point(name, &previous, None).await?;
+                        log(
+                            cx,
+                            format!(
+                                "check failed at {weight}%: alias {} back on version {previous}",
+                                self.alias
+                            ),
+                        )
+                        .await;
+                    }
+                    return Err(AwsError::of(ErrorType::Verification, format!("check at {weight}%: {why}")));
                 }
-                return Err(AwsError::of(ErrorType::Verification, format!("check at {weight}%: {why}")));
+                log(cx, format!("check at {weight}%: invoke of {name}:{} succeeded", self.alias)).await;
             }
         }
         Ok(Done::default()
