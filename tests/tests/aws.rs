@@ -380,3 +380,96 @@ fn aws_calls_go_through_the_delegate_proxy() -> anyhow::Result<()> {
     assert!(relayed.iter().any(|r| r == &to_moto), "{to_moto:?} not in {relayed:?}");
     Ok(())
 }
+
+/// A connector without keys (the delegate's default chain) that assumes a role.
+const CHAIN_YAML: &str = r#"
+connector:
+  name: AWS from the delegate
+  identifier: aws_chain
+  type: Aws
+  spec:
+    delegateSelectors: [local]
+    region: us-east-1
+    endpoint: <+pipeline.variables.awsEndpoint>
+    credential:
+      type: InheritFromDelegate
+      crossAccountAccess:
+        crossAccountRoleArn: arn:aws:iam::123456789012:role/deployer
+        externalId: dray-e2e
+---
+infrastructureDefinition:
+  name: ECS via the delegate's identity
+  identifier: ecs_chain
+  environmentRef: staging
+  deploymentType: ECS
+  type: Ecs
+  spec:
+    connectorRef: aws_chain
+    cluster: demo
+---
+pipeline:
+  name: ECS with the delegate's identity
+  identifier: ecs_chain
+  variables:
+    - {name: awsEndpoint, type: String, value: <+input>}
+    - {name: subnet, type: String, value: <+input>}
+    - {name: securityGroup, type: String, value: <+input>}
+  stages:
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Deployment
+        spec:
+          deploymentType: ECS
+          service: {serviceRef: web_ecs}
+          environment:
+            environmentRef: staging
+            infrastructureDefinitions: [{identifier: ecs_chain}]
+          execution:
+            steps:
+              - step: {name: Rolling deploy, identifier: rolling, type: EcsRollingDeploy, timeout: 5m, spec: {}}
+"#;
+
+#[test]
+fn credentials_from_the_delegate_chain_with_an_assumed_role() -> anyhow::Result<()> {
+    let moto = Moto::start()?;
+    let m = Manager::start(StoreKind::Sqlite)?;
+    m.apply(&examples_dir().join("ecs.yaml"))?;
+    let dir = tempfile::tempdir()?;
+    let extra = dir.path().join("chain.yaml");
+    std::fs::write(&extra, CHAIN_YAML)?;
+    m.apply(&extra)?;
+    let inputs = ecs_inputs(&moto)?;
+
+    // The delegate's environment is the default chain's first source.
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), "AKIDCHAIN".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "chain-secret".to_string()),
+        ("DB_PASSWORD".to_string(), DB_PASSWORD.to_string()),
+    ];
+    let d = Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    let id = run(&m, "ecs_chain", &inputs)?;
+    let e = finished(&m, &id)?;
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+    let log = m.step_logs(&id, "deploy.rolling")?;
+    // STS (moto's) answered the AssumeRole: its temporary keys start with ASIA.
+    assert!(
+        log.contains(
+            "AWS credentials: the delegate's default credential chain, assumed role \
+             arn:aws:iam::123456789012:role/deployer (access key ASIA…)"
+        ),
+        "{log}"
+    );
+    drop(d);
+
+    // A delegate with no identity at all: an Authentication failure that says so.
+    let env = vec![("DB_PASSWORD".to_string(), DB_PASSWORD.to_string())];
+    let _d = Delegate::enrol(&m, "bare", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    let id = run(&m, "ecs_chain", &inputs)?;
+    let e = finished(&m, &id)?;
+    let rolling = node(&e, "deploy.rolling");
+    assert_eq!(rolling["failureType"], "Authentication", "{rolling:#}");
+    let msg = rolling["failure"].as_str().unwrap_or_default();
+    assert!(msg.contains("no AWS credentials from the delegate's default credential chain"), "{msg}");
+    Ok(())
+}

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ecs::config::Credentials;
 use aws_sdk_ecs::config::SharedHttpClient;
+use aws_sdk_ecs::config::{Credentials, ProvideCredentials as _};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, Connector};
@@ -148,6 +148,7 @@ pub async fn connect(conn: &AwsConnection, cx: &mut RunContext) -> Result<Aws, A
     if let Some((e, _)) = &endpoint {
         loader = loader.endpoint_url(e.clone());
     }
+    let from_connector = conn.access_key_id.is_some();
     if let (Some(ak), Some(sk)) = (&conn.access_key_id, &conn.secret_access_key) {
         let ak = cx.substitute("aws.accessKeyId", ak).await.map_err(secret)?;
         let sk = cx.substitute("aws.secretAccessKey", sk).await.map_err(secret)?;
@@ -171,7 +172,32 @@ pub async fn connect(conn: &AwsConnection, cx: &mut RunContext) -> Result<Aws, A
             .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(provider))
             .build();
     }
+    // Resolve now: a missing or refused identity is an Authentication failure
+    // named as such, not an error of whichever call came first.
+    let source =
+        if from_connector { "the connector's keys" } else { "the delegate's default credential chain" };
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| AwsError::of(ErrorType::Authentication, "no AWS credential provider"))?;
+    let resolved = provider.provide_credentials().await.map_err(|e| {
+        AwsError::of(
+            ErrorType::Authentication,
+            format!("no AWS credentials from {source}: {}", aws_sdk_ecs::error::DisplayErrorContext(&e)),
+        )
+    })?;
+    let role = conn.role_arn.as_ref().map(|r| format!(", assumed role {r}")).unwrap_or_default();
+    super::log(
+        cx,
+        format!("AWS credentials: {source}{role} (access key {})", key_hint(resolved.access_key_id())),
+    )
+    .await;
     Ok(Aws { config, endpoint: endpoint.map(|(_, u)| u), region })
+}
+
+/// The first four characters of an access key id (enough to tell which
+/// identity was used; never the secret).
+fn key_hint(id: &str) -> String {
+    format!("{}…", id.chars().take(4).collect::<String>())
 }
 
 #[cfg(test)]
