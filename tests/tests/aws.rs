@@ -165,6 +165,14 @@ fn ecs_canary_and_blue_green_swap_and_swap_back() -> anyhow::Result<()> {
     let canary = moto.service("demo", "web-canary")?;
     assert!(canary.is_null() || canary["status"] != "ACTIVE", "{canary}");
     assert_eq!(moto.service("demo", "web")?["status"], "ACTIVE");
+    // Each report covers the whole deployment; with the canary gone, the
+    // main service is what runs.
+    let instances: Value = serde_json::from_str(&m.cli_ok(&["get", "instances", "-o", "json"])?)?;
+    let group =
+        instances.as_array().unwrap().iter().find(|g| g["service"] == "web_ecs").cloned().unwrap_or_default();
+    let recorded: Vec<&str> =
+        group["instances"].as_array().into_iter().flatten().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(recorded, ["web"], "{instances:#}");
 
     let bg = moto.blue_green()?;
     let s = |k: &str| bg[k].as_str().unwrap_or_default().to_string();
@@ -447,7 +455,8 @@ fn credentials_from_the_delegate_chain_with_an_assumed_role() -> anyhow::Result<
         ("AWS_SECRET_ACCESS_KEY".to_string(), "chain-secret".to_string()),
         ("DB_PASSWORD".to_string(), DB_PASSWORD.to_string()),
     ];
-    let d = Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    let d =
+        Delegate::enrol(&m, "aws", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
     let id = run(&m, "ecs_chain", &inputs)?;
     let e = finished(&m, &id)?;
     assert_eq!(e["status"], "Succeeded", "{e:#}");
@@ -464,7 +473,8 @@ fn credentials_from_the_delegate_chain_with_an_assumed_role() -> anyhow::Result<
 
     // A delegate with no identity at all: an Authentication failure that says so.
     let env = vec![("DB_PASSWORD".to_string(), DB_PASSWORD.to_string())];
-    let _d = Delegate::enrol(&m, "bare", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
+    let _d =
+        Delegate::enrol(&m, "bare", DelegateOpts { tags: vec!["local".into()], env, ..Default::default() })?;
     let id = run(&m, "ecs_chain", &inputs)?;
     let e = finished(&m, &id)?;
     let rolling = node(&e, "deploy.rolling");

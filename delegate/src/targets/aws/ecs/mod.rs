@@ -18,10 +18,12 @@
 //! the new live service with [`TAG_SWAP_EXECUTION`]; rollback swaps back only
 //! if this execution swapped.
 //!
-//! **Instances.** After a deploy the tasks of the service are reported as
-//! `dray.instances`. An emulator (moto) never starts tasks for a service: then,
-//! when the service reports running tasks, the service's deployment is reported
-//! as one instance with `details.kind = service`.
+//! **Instances.** Every service step reports, as `dray.instances`, the tasks
+//! of all ACTIVE services of the deployment (`<service>`, its canary and its
+//! blue-green slots), so each report is the whole picture. An emulator (moto)
+//! never starts tasks for a service: then, when the service reports running
+//! tasks, the service's deployment is reported as one instance with
+//! `details.kind = service`.
 
 pub mod manifest;
 pub mod routes;
@@ -89,7 +91,7 @@ pub async fn run(p: EcsParams, cx: &mut RunContext, poll: Duration) -> Result<Do
         EcsAction::RollingDeploy(d) => {
             let sd: ServiceDefinition = read(cx, "serviceDefinition", &d.service_definition).await?;
             let input = sd.input(&sd.service_name)?;
-            e.deploy(cx, &d.task_definition, input, d.force_new_deployment).await
+            e.deploy(cx, &d.task_definition, input, d.force_new_deployment, &sd.service_name).await
         }
         EcsAction::RollingRollback(s) => {
             let sd: ServiceDefinition = read_plain("serviceDefinition", &s.service_definition)?;
@@ -100,11 +102,12 @@ pub async fn run(p: EcsParams, cx: &mut RunContext, poll: Duration) -> Result<Do
             let mut input = sd.input(&format!("{}{CANARY_SUFFIX}", sd.service_name))?;
             input.desired_count =
                 i32::try_from(c.desired_count).map_err(|_| AwsError::other("desiredCount: too large"))?;
-            e.deploy(cx, &c.deploy.task_definition, input, c.deploy.force_new_deployment).await
+            e.deploy(cx, &c.deploy.task_definition, input, c.deploy.force_new_deployment, &sd.service_name)
+                .await
         }
         EcsAction::CanaryDelete(s) => {
             let sd: ServiceDefinition = read_plain("serviceDefinition", &s.service_definition)?;
-            e.delete(cx, &format!("{}{CANARY_SUFFIX}", sd.service_name)).await
+            e.delete(cx, &format!("{}{CANARY_SUFFIX}", sd.service_name), &sd.service_name).await
         }
         EcsAction::BlueGreenCreate(b) => {
             let sd: ServiceDefinition = read(cx, "serviceDefinition", &b.deploy.service_definition).await?;
@@ -337,6 +340,31 @@ impl Ecs {
         Ok(out)
     }
 
+    /// The instances of every ACTIVE service of the deployment `base`: the
+    /// service itself, its canary and its blue-green slots. Each report is the
+    /// whole picture, so a canary step never hides the main service's tasks.
+    async fn family_instances(&self, base: &str) -> Result<Vec<Instance>, AwsError> {
+        let names = [
+            base.to_string(),
+            format!("{base}{CANARY_SUFFIX}"),
+            format!("{base}{}", BLUE_GREEN_SLOTS[0]),
+            format!("{base}{}", BLUE_GREEN_SLOTS[1]),
+        ];
+        let out = self
+            .client
+            .describe_services()
+            .cluster(&self.cluster)
+            .set_services(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::sdk("DescribeServices", e))?;
+        let mut all = Vec::new();
+        for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
+            all.extend(self.instances(s).await?);
+        }
+        Ok(all)
+    }
+
     async fn describe_tasks(&self, arns: &[String]) -> Result<Vec<Task>, AwsError> {
         let mut tasks = Vec::new();
         // DescribeTasks takes at most 100 tasks per call.
@@ -360,12 +388,13 @@ impl Ecs {
         td_text: &str,
         input: ServiceInput,
         force: bool,
+        base: &str,
     ) -> Result<Done, AwsError> {
         let td = self.register(cx, td_text).await?;
         let (service, previous, before) = self.apply(cx, &input, &td, force).await?;
         self.wait_steady(cx, &input.name, &before).await?;
         let service = self.describe(&input.name).await?.unwrap_or(service);
-        let instances = self.instances(&service).await?;
+        let instances = self.family_instances(base).await?;
         Ok(Done::default()
             .with(output::TASK_DEFINITION_ARN, td)
             .with(output::PREVIOUS_TASK_DEFINITION_ARN, previous)
@@ -418,8 +447,7 @@ impl Ecs {
             .await
             .map_err(|e| AwsError::sdk("UpdateService", e))?;
         self.wait_steady(cx, name, &ServiceState::from(&service)).await?;
-        let service = self.describe(name).await?.unwrap_or(service);
-        let instances = self.instances(&service).await?;
+        let instances = self.family_instances(name).await?;
         Ok(nothing
             .with(output::ROLLED_BACK, "true")
             .with(output::TASK_DEFINITION_ARN, previous)
@@ -440,12 +468,15 @@ impl Ecs {
         Ok(())
     }
 
-    async fn delete(&self, cx: &mut RunContext, name: &str) -> Result<Done, AwsError> {
+    async fn delete(&self, cx: &mut RunContext, name: &str, base: &str) -> Result<Done, AwsError> {
         match self.describe(name).await? {
             Some(s) => self.remove(cx, &s).await?,
             None => log(cx, format!("service {name} does not exist: nothing to delete")).await,
         }
-        Ok(Done::default().with(output::SERVICE_NAME, name).with(dray_shared::task::INSTANCES_OUTPUT, "[]"))
+        let instances = self.family_instances(base).await?;
+        Ok(Done::default()
+            .with(output::SERVICE_NAME, name)
+            .with(dray_shared::task::INSTANCES_OUTPUT, instances_json(&instances)))
     }
 
     /// The blue-green slots of `base`: (name, service if ACTIVE).
@@ -505,7 +536,9 @@ impl Ecs {
                     .build()
             })
             .collect();
-        let done = self.deploy(cx, &b.deploy.task_definition, input, b.deploy.force_new_deployment).await?;
+        let done = self
+            .deploy(cx, &b.deploy.task_definition, input, b.deploy.force_new_deployment, &sd.service_name)
+            .await?;
         Ok(done
             .with(output::STAGE_SERVICE, stage_name)
             .with(output::PROD_SERVICE, prod_name)
@@ -602,11 +635,8 @@ impl Ecs {
         if rollback {
             done = done.with(output::ROLLED_BACK, "true");
         }
-        if let Some(l) = &idle {
-            let l = self.describe(l.service_name().unwrap_or_default()).await?.unwrap_or_else(|| l.clone());
-            done = done.with(dray_shared::task::INSTANCES_OUTPUT, instances_json(&self.instances(&l).await?));
-        }
-        Ok(done)
+        let instances = self.family_instances(&sd.service_name).await?;
+        Ok(done.with(dray_shared::task::INSTANCES_OUTPUT, instances_json(&instances)))
     }
 
     async fn run_task(
