@@ -591,9 +591,12 @@ impl Ecs {
                 self.wait_steady(cx, old.service_name().unwrap_or_default(), &ServiceState::from(old))
                     .await?;
             }
-        } else if idle.is_none() {
+        }
+        if idle.is_none() {
+            let hint =
+                if rollback { "nothing to swap back to" } else { "run EcsBlueGreenCreateService first" };
             return Err(AwsError::other(format!(
-                "no {} service is behind the stage target group {stage_tg}: run EcsBlueGreenCreateService first",
+                "no {} service is behind the stage target group {stage_tg}: {hint}",
                 sd.service_name
             )));
         }

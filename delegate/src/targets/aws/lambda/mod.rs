@@ -236,6 +236,13 @@ impl Lambda {
                     .map_err(|e| AwsError::sdk("CreateAlias", e))?;
                 log(cx, format!("created alias {} on version {version}", self.alias)).await;
             }
+            Some(p) if *p == version => {
+                log(
+                    cx,
+                    format!("alias {} already points at version {version} (nothing changed)", self.alias),
+                )
+                .await;
+            }
             Some(p) if route => {
                 self.point(name, &version, None).await?;
                 log(cx, format!("alias {} moved from version {p} to {version}", self.alias)).await;
@@ -272,6 +279,15 @@ impl Lambda {
                 "no version of {name} was deployed by this execution: run AwsLambdaDeploy first"
             )));
         };
+        if new == previous {
+            // PublishVersion returns the last version when nothing changed.
+            log(cx, format!("version {new} is already live on alias {}: nothing to shift", self.alias)).await;
+            return Ok(Done::default()
+                .with(output::FUNCTION_NAME, name)
+                .with(output::VERSION, new)
+                .with(output::ALIAS, self.alias.clone())
+                .with(output::WEIGHT, "100"));
+        }
         let payload = match &t.check_payload {
             Some(p) => {
                 Some(cx.substitute("checkPayload", p).await.map_err(|e| AwsError::other(e.to_string()))?)
