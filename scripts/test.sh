@@ -15,8 +15,8 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
-# SSH servers, the Kubernetes API emulator, Ansible (benchmarks only), helm, kubectl,
-# kubernetes-validate and systemd-analyze (packaging checks).
+# SSH servers, the Kubernetes API emulator, moto (AWS), OpenBao, tinyproxy, Ansible
+# (benchmarks only), helm, kubectl, kubernetes-validate and systemd-analyze (packaging checks).
 bash scripts/peers.sh
 
 cargo build --workspace --bins

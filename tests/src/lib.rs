@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 pub mod k8s_peer;
+pub mod moto;
 pub mod openbao;
 pub mod peers;
 pub mod proxy_peer;

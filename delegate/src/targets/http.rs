@@ -90,7 +90,8 @@ fn tls_config() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-fn build_client() -> HttpClient {
+/// The delegate's HTTP(S) client: rustls on ring, system roots, through the proxy.
+pub(crate) fn build_client() -> HttpClient {
     // Direct or through the configured proxy; TLS is layered on top for https.
     let http = ProxyConnector::new();
     let https = hyper_rustls::HttpsConnectorBuilder::new()

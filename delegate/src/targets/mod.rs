@@ -8,6 +8,7 @@
 //! that masks every line, and the [`StopSignal`] for cancel, refusal and
 //! shutdown. The runner masks the outcome message with the same masker.
 
+pub mod aws;
 pub mod http;
 pub mod k8s;
 pub mod noop;
@@ -375,7 +376,8 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    /// The targets built into this binary: `shell`, `noop`, `http`, `ssh` and `k8s`.
+    /// The targets built into this binary: `shell`, `noop`, `http`, `ssh`, `k8s`,
+    /// `ecs` and `lambda`.
     pub fn builtin() -> Self {
         let mut t = Targets::default();
         t.add(Arc::new(shell::Shell));
@@ -383,6 +385,7 @@ impl Targets {
         t.add(Arc::new(http::Http::default()));
         t.add(Arc::new(ssh::Ssh));
         t.add(Arc::new(k8s::K8s::default()));
+        t.add(Arc::new(aws::Aws::default()));
         t
     }
 

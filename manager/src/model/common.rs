@@ -263,7 +263,8 @@ impl DeploymentType {
         match self {
             DeploymentType::Kubernetes => &["KubernetesDirect"],
             DeploymentType::Ssh => &["Ssh", "SshWinRmAws", "Pdc"],
-            DeploymentType::Ecs => &["ECS"],
+            // `Ecs` is accepted as another spelling of `ECS`.
+            DeploymentType::Ecs => &["ECS", "Ecs"],
             DeploymentType::AwsLambda => &["AwsLambda"],
             DeploymentType::CustomDeployment => &["CustomDeployment"],
         }
@@ -272,4 +273,4 @@ impl DeploymentType {
 
 /// Every infrastructure `type` Dray knows.
 pub const INFRASTRUCTURE_TYPES: &[&str] =
-    &["KubernetesDirect", "Ssh", "SshWinRmAws", "Pdc", "ECS", "AwsLambda", "CustomDeployment"];
+    &["KubernetesDirect", "Ssh", "SshWinRmAws", "Pdc", "ECS", "Ecs", "AwsLambda", "CustomDeployment"];

@@ -328,7 +328,9 @@ impl Checker<'_> {
             );
         }
         let platform_rules = super::steps::ssh::infrastructure_rules(&i.infra_type, &i.spec)
-            .or_else(|| super::steps::k8s::infrastructure_rules(&i.infra_type, &i.spec));
+            .or_else(|| super::steps::k8s::infrastructure_rules(&i.infra_type, &i.spec))
+            .or_else(|| super::steps::ecs::infrastructure_rules(&i.infra_type, &i.spec))
+            .or_else(|| super::steps::lambda::infrastructure_rules(&i.infra_type, &i.spec));
         for (path, message) in platform_rules.unwrap_or_default() {
             let at = if path.is_empty() {
                 "infrastructureDefinition.spec".to_string()

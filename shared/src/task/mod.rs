@@ -21,11 +21,18 @@ pub mod kind {
     pub const SSH: &str = "ssh";
     /// Acts on a Kubernetes cluster (see [`super::k8s`]).
     pub const K8S: &str = "k8s";
+    /// Acts on an Amazon ECS cluster (see [`super::ecs`]).
+    pub const ECS: &str = "ecs";
+    /// Deploys or shifts an AWS Lambda function (see [`super::lambda`]).
+    pub const LAMBDA: &str = "lambda";
     /// Every kind this version knows.
-    pub const ALL: &[&str] = &[SHELL, NOOP, HTTP, SSH, K8S];
+    pub const ALL: &[&str] = &[SHELL, NOOP, HTTP, SSH, K8S, ECS, LAMBDA];
 }
 
+pub mod aws;
+pub mod ecs;
 pub mod k8s;
+pub mod lambda;
 pub mod ssh;
 
 /// Output under which a deploy task reports the service instances it left
@@ -156,6 +163,10 @@ pub enum TaskParams {
     Ssh(Box<ssh::SshParams>),
     /// See [`k8s::K8sParams`].
     K8s(Box<k8s::K8sParams>),
+    /// See [`ecs::EcsParams`].
+    Ecs(Box<ecs::EcsParams>),
+    /// See [`lambda::LambdaParams`].
+    Lambda(Box<lambda::LambdaParams>),
 }
 
 /// Why a task spec was refused.
@@ -217,6 +228,16 @@ pub fn parse_params(spec: &pb::TaskSpec) -> Result<TaskParams, InvalidTaskSpec> 
             let p: k8s::K8sParams = serde_json::from_str(params_json).map_err(decode_error)?;
             p.validate()?;
             Ok(TaskParams::K8s(Box::new(p)))
+        }
+        kind::ECS => {
+            let p: ecs::EcsParams = serde_json::from_str(params_json).map_err(decode_error)?;
+            p.validate()?;
+            Ok(TaskParams::Ecs(Box::new(p)))
+        }
+        kind::LAMBDA => {
+            let p: lambda::LambdaParams = serde_json::from_str(params_json).map_err(decode_error)?;
+            p.validate()?;
+            Ok(TaskParams::Lambda(Box::new(p)))
         }
         other => Err(InvalidTaskSpec::UnknownKind(other.to_string())),
     }

@@ -17,7 +17,9 @@ use serde_json::Value as Json;
 use super::validate::{check_duration, is_identifier};
 use super::yaml::{Node, field_path, from_node, index_path};
 
+pub mod ecs;
 pub mod k8s;
+pub mod lambda;
 pub mod ssh;
 
 /// Validates the `spec` of one step type.
@@ -56,6 +58,8 @@ impl StepTypes {
         t.register(Arc::new(NoopSpecValidator));
         ssh::register(&mut t);
         k8s::register(&mut t);
+        ecs::register(&mut t);
+        lambda::register(&mut t);
         t
     }
 
@@ -505,7 +509,18 @@ mod tests {
             StepTypes::builtin().names(),
             [
                 "Approval",
+                "AwsLambdaDeploy",
+                "AwsLambdaRollback",
+                "AwsLambdaTrafficShift",
                 "Barrier",
+                "EcsBlueGreenCreateService",
+                "EcsBlueGreenRollback",
+                "EcsBlueGreenSwapTargetGroups",
+                "EcsCanaryDelete",
+                "EcsCanaryDeploy",
+                "EcsRollingDeploy",
+                "EcsRollingRollback",
+                "EcsRunTask",
                 "HarnessApproval",
                 "Http",
                 "K8sApply",

@@ -13,8 +13,10 @@ use dray_shared::expr::Context;
 
 mod approval;
 mod barrier;
+mod ecs;
 mod http;
 mod k8s;
+mod lambda;
 mod noop;
 mod shell;
 mod ssh;
@@ -185,6 +187,8 @@ impl Registry {
         r.register(Arc::new(noop::Noop));
         ssh::register(&mut r);
         k8s::register(&mut r);
+        ecs::register(&mut r);
+        lambda::register(&mut r);
         r
     }
 
