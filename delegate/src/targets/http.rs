@@ -41,7 +41,7 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 pub(crate) type HttpClient = Client<HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
 /// One client for the targets that download files (the `ssh` target's
-/// artifacts), built on first use; same TLS setup as `http` tasks.
+/// and Lambda artifacts), built on first use; same TLS setup as `http` tasks.
 pub(crate) fn shared_client() -> &'static HttpClient {
     static CLIENT: OnceLock<HttpClient> = OnceLock::new();
     CLIENT.get_or_init(build_client)
@@ -91,7 +91,7 @@ fn tls_config() -> rustls::ClientConfig {
 }
 
 /// The delegate's HTTP(S) client: rustls on ring, system roots, through the proxy.
-pub(crate) fn build_client() -> HttpClient {
+fn build_client() -> HttpClient {
     // Direct or through the configured proxy; TLS is layered on top for https.
     let http = ProxyConnector::new();
     let https = hyper_rustls::HttpsConnectorBuilder::new()

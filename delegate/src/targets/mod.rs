@@ -8,6 +8,7 @@
 //! that masks every line, and the [`StopSignal`] for cancel, refusal and
 //! shutdown. The runner masks the outcome message with the same masker.
 
+pub mod artifact;
 pub mod aws;
 pub mod http;
 pub mod k8s;

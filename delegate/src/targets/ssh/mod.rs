@@ -4,7 +4,7 @@
 //! - [`inventory`] expands the host list; [`rollout`] plans phases and runs
 //!   them with bounded parallelism; [`conn`] is one multiplexed connection per
 //!   host per task (host key check, login, scripts, SFTP); [`script`] is the
-//!   release layout and the bash run on each host; [`artifact`] fetches and
+//!   release layout and the bash run on each host; [`crate::targets::artifact`] fetches and
 //!   verifies the artifact on the delegate; [`host_keys`] decides on host keys.
 //! - Secrets (private key, password, env values, config file contents,
 //!   commands) are resolved through the run context, so they are masked in
@@ -18,7 +18,6 @@
 //!   timeout is `Timeout`. On timeout and cancel every remote process group
 //!   gets `TERM` and every connection is closed.
 
-pub mod artifact;
 pub mod conn;
 pub mod host_keys;
 pub mod inventory;
@@ -39,6 +38,7 @@ use tokio::time::Instant;
 use self::conn::{Conn, Credentials, Failure, Line};
 use self::inventory::Host;
 use self::rollout::HostEnd;
+use super::artifact;
 use super::{CheckContext, Outcome, RunContext, StopReason, Target};
 
 /// Timeout when the spec says 0.
@@ -295,13 +295,13 @@ async fn prepare(p: &SshParams, cx: &mut RunContext) -> Result<Job, Failure> {
             let name = a.name();
             let local = match &a.source {
                 ArtifactSource::File { path } => {
-                    artifact::local(std::path::Path::new(path), &a.sha256).await?
+                    artifact::local(std::path::Path::new(path), Some(&a.sha256)).await.map_err(failure)?
                 }
                 ArtifactSource::Http { url } => {
                     let real = resolve("artifact.url", url).await?;
                     let shown = cx.masker().mask(&real);
                     cx.logs.line(LogStream::Stdout, &format!("downloading the artifact from {shown}"));
-                    artifact::download(&real, &shown, &a.sha256, &name).await?
+                    artifact::download(&real, &shown, Some(&a.sha256), &name).await.map_err(failure)?
                 }
             };
             cx.logs.line(
@@ -499,4 +499,9 @@ fn summarize(p: &SshParams, job: &Job, ends: &[(usize, HostEnd)], cx: &mut RunCo
         outputs.insert(INSTANCES_OUTPUT.to_string(), serde_json::to_string(&instances).unwrap_or_default());
     }
     Outcome::succeeded().with_outputs(outputs)
+}
+
+/// An artifact failure as this target reports failures.
+fn failure(f: artifact::Failure) -> Failure {
+    Failure::new(f.error_type, f.message)
 }

@@ -1,6 +1,8 @@
-//! The artifact on the delegate: a local file, or an HTTP(S) download streamed
-//! to a private temp file. Either way its SHA-256 is checked before any host
-//! sees it; a mismatch is a `Verification` failure. Never held in memory whole.
+//! Artifacts on the delegate, for every target that ships one: a local file, or
+//! an HTTP(S) download (through the delegate's proxy settings) streamed to a
+//! private temp file. Either way its SHA-256 is computed as it is read and
+//! checked when the task gives one; a mismatch is a `Verification` failure.
+//! Never held in memory whole.
 
 use std::path::{Path, PathBuf};
 
@@ -10,34 +12,52 @@ use hyper::body::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::conn::Failure;
+use crate::proxy;
 use crate::targets::http::{describe, shared_client};
 
-/// A verified artifact ready to upload.
+/// Why an artifact could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What failure strategies match.
+    pub error_type: ErrorType,
+    /// What happened, naming the artifact (never a secret: URLs are shown masked).
+    pub message: String,
+}
+
+impl Failure {
+    fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
+        Failure { error_type, message: message.into() }
+    }
+}
+
+/// A fetched (and, when a checksum was given, verified) artifact.
 #[derive(Debug)]
 pub struct Local {
     /// Where it is.
     pub path: PathBuf,
     /// Its size.
     pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
     /// Keeps a downloaded file alive (and removes it on drop).
     _dir: Option<tempfile::TempDir>,
 }
 
-fn check(expected: &str, actual: &[u8], what: &str) -> Result<(), Failure> {
+/// The hex digest, checked against `expected` when there is one.
+fn check(expected: Option<&str>, actual: &[u8], what: &str) -> Result<String, Failure> {
     let actual = hex::encode(actual);
-    if actual.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(Failure::new(
+    match expected {
+        None => Ok(actual),
+        Some(e) if actual.eq_ignore_ascii_case(e) => Ok(actual),
+        Some(expected) => Err(Failure::new(
             ErrorType::Verification,
             format!("artifact {what}: sha256 is {actual}, expected {}", expected.to_ascii_lowercase()),
-        ))
+        )),
     }
 }
 
-/// Hashes the file at `path` and checks it against `sha256`.
-pub async fn local(path: &Path, sha256: &str) -> Result<Local, Failure> {
+/// Hashes the file at `path` and checks it against `sha256` if given.
+pub async fn local(path: &Path, sha256: Option<&str>) -> Result<Local, Failure> {
     let fail = |e: std::io::Error| {
         Failure::new(
             ErrorType::Unknown,
@@ -56,16 +76,25 @@ pub async fn local(path: &Path, sha256: &str) -> Result<Local, Failure> {
         hasher.update(&buf[..n]);
         bytes += n as u64;
     }
-    check(sha256, &hasher.finalize(), &path.display().to_string())?;
-    Ok(Local { path: path.to_path_buf(), bytes, _dir: None })
+    let sha256 = check(sha256, &hasher.finalize(), &path.display().to_string())?;
+    Ok(Local { path: path.to_path_buf(), bytes, sha256, _dir: None })
 }
 
 /// Downloads `url` (secrets already resolved; `shown` is the masked form for
-/// messages) to a temp file, hashing as it streams.
-pub async fn download(url: &str, shown: &str, sha256: &str, name: &str) -> Result<Local, Failure> {
+/// messages) to a temp file named `name`, hashing as it streams.
+pub async fn download(url: &str, shown: &str, sha256: Option<&str>, name: &str) -> Result<Local, Failure> {
     let uri: http::Uri =
         url.parse().map_err(|e| Failure::new(ErrorType::Unknown, format!("artifact url {shown}: {e}")))?;
-    let request = http::Request::get(uri)
+    let mut request = http::Request::get(uri.clone());
+    // Plain http goes to a proxy in absolute form, its credentials in this header.
+    if uri.scheme_str() == Some("http")
+        && let Some(auth) = proxy::global()
+            .for_target(false, uri.host().unwrap_or_default(), uri.port_u16().unwrap_or(80))
+            .and_then(|p| p.authorization.clone())
+    {
+        request = request.header(http::header::PROXY_AUTHORIZATION, auth);
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .map_err(|e| Failure::new(ErrorType::Unknown, format!("artifact url {shown}: {e}")))?;
     let response = shared_client().request(request).await.map_err(|e| {
@@ -103,8 +132,8 @@ pub async fn download(url: &str, shown: &str, sha256: &str, name: &str) -> Resul
         }
     }
     file.flush().await.map_err(io)?;
-    check(sha256, &hasher.finalize(), shown)?;
-    Ok(Local { path, bytes, _dir: Some(dir) })
+    let sha256 = check(sha256, &hasher.finalize(), shown)?;
+    Ok(Local { path, bytes, sha256, _dir: Some(dir) })
 }
 
 #[cfg(test)]
@@ -123,12 +152,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("app.bin");
         std::fs::write(&f, b"payload").unwrap();
-        let ok = local(&f, &sha(b"payload").to_uppercase()).await.unwrap();
-        assert_eq!(ok.bytes, 7);
-        let bad = local(&f, &sha(b"other")).await.unwrap_err();
+        let ok = local(&f, Some(&sha(b"payload").to_uppercase())).await.unwrap();
+        assert_eq!((ok.bytes, ok.sha256.as_str()), (7, sha(b"payload").as_str()));
+        let unchecked = local(&f, None).await.unwrap();
+        assert_eq!(unchecked.sha256, sha(b"payload"), "no checksum given: computed, not checked");
+        let bad = local(&f, Some(&sha(b"other"))).await.unwrap_err();
         assert_eq!(bad.error_type, ErrorType::Verification);
         assert!(bad.message.contains(&sha(b"payload")), "{}", bad.message);
-        let missing = local(&dir.path().join("nope"), &sha(b"")).await.unwrap_err();
+        let missing = local(&dir.path().join("nope"), None).await.unwrap_err();
         assert!(missing.message.contains("cannot read it on the delegate"), "{}", missing.message);
     }
 
@@ -144,19 +175,19 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let url = format!("http://{addr}/app.tar.gz");
 
-        let got = download(&url, &url, &sha(&big), "app.tar.gz").await.unwrap();
+        let got = download(&url, &url, Some(&sha(&big)), "app.tar.gz").await.unwrap();
         assert_eq!(got.bytes, big.len() as u64);
         assert_eq!(std::fs::read(&got.path).unwrap(), big);
         let path = got.path.clone();
         drop(got);
         assert!(!path.exists(), "the temp file goes with the artifact");
 
-        let e = download(&url, &url, &sha(b"x"), "a").await.unwrap_err();
+        let e = download(&url, &url, Some(&sha(b"x")), "a").await.unwrap_err();
         assert_eq!(e.error_type, ErrorType::Verification);
-        let e = download(&format!("http://{addr}/missing"), "shown", &sha(b""), "a").await.unwrap_err();
+        let e = download(&format!("http://{addr}/missing"), "shown", None, "a").await.unwrap_err();
         assert_eq!(e.message, "downloading the artifact from shown: HTTP 404 Not Found");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let e = download(&format!("http://127.0.0.1:{port}/a"), "u", &sha(b""), "a").await.unwrap_err();
+        let e = download(&format!("http://127.0.0.1:{port}/a"), "u", None, "a").await.unwrap_err();
         assert_eq!(e.error_type, ErrorType::Connectivity);
     }
 }
