@@ -359,7 +359,7 @@ fn lambda_deploy_traffic_shift_and_rollback() -> anyhow::Result<()> {
         node(&e, "release.deploy")["failure"]
             .as_str()
             .unwrap_or_default()
-            .contains(&format!("artifact sha256 is {sum}"))
+            .contains(&format!(": sha256 is {sum}, expected {}", "0".repeat(64)))
     );
     Ok(())
 }

@@ -233,7 +233,7 @@ fn example_canary_then_rolling_and_rollback() -> anyhow::Result<()> {
     assert_eq!(groups.len(), 1, "{listed:#}");
     assert_eq!(
         (groups[0]["environment"].as_str(), groups[0]["infrastructure"].as_str(), groups[0]["step"].as_str()),
-        (Some("staging"), Some("staging_cluster"), Some("deploy.rolling"))
+        (Some("k8s_staging"), Some("staging_cluster"), Some("deploy.rolling"))
     );
     assert_eq!(groups[0]["instances"].as_array().map(Vec::len), Some(4), "{listed:#}");
     let table = m.cli_ok(&["get", "instances"])?;
