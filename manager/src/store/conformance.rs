@@ -78,7 +78,7 @@ fn scope(account: &str, org: &str, project: &str) -> pb::Scope {
 }
 
 /// A queued task with a realistic spec; `created_ms` orders it.
-fn task(created_ms: i64, state: pb::TaskState) -> TaskRecord {
+pub(crate) fn task(created_ms: i64, state: pb::TaskState) -> TaskRecord {
     TaskRecord {
         id: TaskId::new(),
         spec: pb::TaskSpec {
@@ -105,12 +105,12 @@ fn task(created_ms: i64, state: pb::TaskState) -> TaskRecord {
     }
 }
 
-fn insert(record: &TaskRecord) -> TaskWrite {
+pub(crate) fn insert(record: &TaskRecord) -> TaskWrite {
     TaskWrite { record: record.clone(), expected_version: None }
 }
 
 /// The next version of `record` after `change`, and the write that stores it.
-fn update(record: &TaskRecord, change: impl FnOnce(&mut TaskRecord)) -> (TaskRecord, TaskWrite) {
+pub(crate) fn update(record: &TaskRecord, change: impl FnOnce(&mut TaskRecord)) -> (TaskRecord, TaskWrite) {
     let mut next = record.clone();
     change(&mut next);
     next.version = record.version + 1;
@@ -118,7 +118,7 @@ fn update(record: &TaskRecord, change: impl FnOnce(&mut TaskRecord)) -> (TaskRec
     (next, write)
 }
 
-fn tasks_batch(writes: Vec<TaskWrite>) -> Batch {
+pub(crate) fn tasks_batch(writes: Vec<TaskWrite>) -> Batch {
     Batch { tasks: writes, ..Batch::default() }
 }
 

@@ -21,6 +21,7 @@ mod common;
 pub mod entities;
 pub mod executions;
 pub mod postgres;
+pub mod replicas;
 pub mod sqlite;
 pub mod triggers;
 
@@ -28,6 +29,8 @@ pub mod triggers;
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod entities_conformance;
+#[cfg(test)]
+pub(crate) mod replicas_conformance;
 #[cfg(test)]
 pub(crate) mod triggers_conformance;
 
@@ -239,7 +242,13 @@ pub struct DelegateRecord {
 /// The durable store. Chosen at start-up from the database URL.
 #[async_trait]
 pub trait Store:
-    executions::ExecutionStore + entities::EntityStore + triggers::TriggerStore + Send + Sync + 'static
+    executions::ExecutionStore
+    + entities::EntityStore
+    + triggers::TriggerStore
+    + replicas::ReplicaStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Creates or upgrades the schema. Idempotent.
     async fn migrate(&self) -> Result<()>;

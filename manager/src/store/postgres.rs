@@ -37,6 +37,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// own directory convention would read them.
 mod entities;
 mod executions;
+pub mod notify;
+mod replicas;
 mod triggers;
 
 /// Embedded migrations: (version, name, SQL), in order.
@@ -47,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "executions", include_str!("../../migrations/postgres/0004_executions.sql")),
     (5, "triggers", include_str!("../../migrations/postgres/0005_triggers.sql")),
     (6, "instances", include_str!("../../migrations/postgres/0006_instances.sql")),
+    (7, "replicas", include_str!("../../migrations/postgres/0007_replicas.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -71,6 +74,9 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Suffix that keeps this schema's notification channels apart from other
+    /// schemas' in the same database (channels are database-wide).
+    channel_suffix: String,
 }
 
 impl PgStore {
@@ -105,7 +111,14 @@ impl PgStore {
                 Err(e) => return Err(e),
             }
         }
-        Ok(PgStore { pool })
+        let channel_suffix = match schema {
+            Some(schema) => {
+                use sha2::Digest as _;
+                format!("_{}", &hex::encode(sha2::Sha256::digest(schema.as_bytes()))[..12])
+            }
+            None => String::new(),
+        };
+        Ok(PgStore { pool, channel_suffix })
     }
 
     /// Looks up stored versions of the plan's tasks, to say which write conflicted.
@@ -627,6 +640,86 @@ mod tests {
     crate::store::conformance::conformance_suite!(Fixture);
     crate::store::entities_conformance::entity_conformance_suite!(Fixture);
     crate::store::triggers_conformance::trigger_conformance_suite!(Fixture);
+    crate::store::replicas_conformance::replica_conformance_suite!(Fixture);
+
+    #[tokio::test]
+    async fn notifications_reach_listeners_of_the_same_schema_only() {
+        let fixture = Fixture::new().await;
+        let other = Fixture::new().await;
+        let mut here = fixture.store.listen(&["tasks", "executions"]).await.unwrap();
+        let mut there = other.store.listen(&["tasks"]).await.unwrap();
+        // Another replica (its own pool) on the same schema notifies.
+        let sender = PgStore::connect(&server_url(), Some(&fixture.schema)).await.unwrap();
+        sender.notify("tasks", "queued:01").await.unwrap();
+        sender.notify("executions", "done:e1").await.unwrap();
+        let five = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(five, here.recv()).await.unwrap().unwrap();
+        assert_eq!(first, ("tasks".to_string(), "queued:01".to_string()));
+        let second = tokio::time::timeout(five, here.recv()).await.unwrap().unwrap();
+        assert_eq!(second, ("executions".to_string(), "done:e1".to_string()));
+        let heard = tokio::time::timeout(std::time::Duration::from_millis(300), there.recv()).await;
+        assert!(heard.is_err(), "another schema's listener hears nothing: {heard:?}");
+        assert_ne!(fixture.store.channel("tasks"), other.store.channel("tasks"));
+        assert!(fixture.store.channel("tasks").len() <= 63, "a PostgreSQL identifier");
+        drop((here, there));
+        sender.pool.close().await;
+        other.finish().await;
+        fixture.finish().await;
+    }
+
+    #[tokio::test]
+    async fn racing_replicas_claim_each_task_exactly_once() {
+        use crate::store::replicas::ReplicaStore as _;
+        let fixture = Fixture::new().await;
+        // Three "replicas", each with its own pool on the same schema.
+        let mut replicas = vec![];
+        for _ in 0..3 {
+            replicas.push(std::sync::Arc::new(
+                PgStore::connect(&server_url(), Some(&fixture.schema)).await.unwrap(),
+            ));
+        }
+        let tasks: Vec<_> = (0..300)
+            .map(|i| crate::store::conformance::task(i, dray_shared::pb::TaskState::Queued))
+            .collect();
+        let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+        fixture
+            .store
+            .commit(&crate::store::conformance::tasks_batch(
+                tasks.iter().map(crate::store::conformance::insert).collect(),
+            ))
+            .await
+            .unwrap();
+        // Each replica claims every id, in chunks, in its own order, all at once.
+        let mut racers = tokio::task::JoinSet::new();
+        for (n, store) in replicas.iter().enumerate() {
+            let store = std::sync::Arc::clone(store);
+            let mut order = ids.clone();
+            order.rotate_left(n * 100);
+            racers.spawn(async move {
+                let mut won = vec![];
+                for chunk in order.chunks(25) {
+                    won.extend(store.claim_tasks(&format!("r{n}"), chunk).await.unwrap());
+                }
+                (n, won)
+            });
+        }
+        let mut owners = std::collections::HashMap::new();
+        while let Some(r) = racers.join_next().await {
+            let (n, won) = r.unwrap();
+            for id in won {
+                assert!(owners.insert(id, n).is_none(), "{id} claimed twice");
+            }
+        }
+        assert_eq!(owners.len(), ids.len(), "every task claimed");
+        for id in ids.iter().take(20) {
+            let owner = fixture.store.task_owner(*id).await.unwrap();
+            assert_eq!(owner, Some(format!("r{}", owners[id])));
+        }
+        for r in replicas {
+            r.pool.close().await;
+        }
+        fixture.finish().await;
+    }
 
     #[tokio::test]
     async fn tables_live_in_the_given_schema() {
@@ -649,6 +742,7 @@ mod tests {
                 "entity_refs",
                 "execution_nodes",
                 "executions",
+                "replicas",
                 "service_instances",
                 "task_logs",
                 "tasks",

@@ -47,6 +47,7 @@ const READERS: u32 = 4;
 /// own directory convention would read them.
 mod entities;
 mod executions;
+mod replicas;
 mod triggers;
 
 /// Embedded migrations: (version, name, SQL), in order.
@@ -57,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "executions", include_str!("../../migrations/sqlite/0004_executions.sql")),
     (5, "triggers", include_str!("../../migrations/sqlite/0005_triggers.sql")),
     (6, "instances", include_str!("../../migrations/sqlite/0006_instances.sql")),
+    (7, "replicas", include_str!("../../migrations/sqlite/0007_replicas.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -539,6 +541,7 @@ mod tests {
     crate::store::conformance::conformance_suite!(Fixture);
     crate::store::entities_conformance::entity_conformance_suite!(Fixture);
     crate::store::triggers_conformance::trigger_conformance_suite!(Fixture);
+    crate::store::replicas_conformance::replica_conformance_suite!(Fixture);
 
     #[test]
     fn urls_name_files() {
