@@ -13,6 +13,7 @@ pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod replica;
 pub mod server;
 pub mod store;
 pub mod triggers;

@@ -21,6 +21,7 @@ use crate::grpc::triggers_svc::TriggersSvc;
 use crate::http::{HttpState, router};
 use crate::lease::Engine;
 use crate::metrics::Metrics;
+use crate::replica::Replica;
 use crate::triggers::receiver::{self, WebhookState};
 use crate::triggers::scheduler::Scheduler;
 use crate::triggers::secret::MasterKey;
@@ -85,7 +86,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("building gRPC reflection")?;
     let delegate_svc =
         DelegateSvc::new(store.clone(), handle.clone(), materials.ca.clone(), config.delegate_cert_ttl);
-    let api_svc = ApiSvc::new(store.clone(), handle.clone());
+    let replica = Replica::new(replica_url(&config, grpc_addr));
+    let api_svc = ApiSvc::new(store.clone(), handle.clone(), replica.id.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_grpc = stop_rx.clone();
     let grpc = Server::builder()
@@ -119,6 +121,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut grpc_task = tokio::spawn(grpc);
     let mut http_task = tokio::spawn(async move { http.await });
 
+    replica.register(&*store).await.context("registering this replica")?;
+    let mut heartbeat_task = tokio::spawn(replica.clone().heartbeat(store.clone()));
     let mut scheduler_task = tokio::spawn(Scheduler::new(store.clone(), pipelines_handle.clone()).run());
     ready.store(true, Ordering::Release);
     info!(
@@ -127,6 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         ca_file = %config.data_dir.join("ca.pem").display(),
         admin_token_file = %config.data_dir.join("admin.token").display(),
+        replica = %replica.id,
         "Manager ready."
     );
 
@@ -142,13 +147,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         r = &mut grpc_task => Err(anyhow::anyhow!("gRPC server stopped: {r:?}")),
         r = &mut scheduler_task => Err(anyhow::anyhow!("cron scheduler stopped: {r:?}")),
+        r = &mut heartbeat_task => Err(anyhow::anyhow!("replica heartbeat stopped: {r:?}")),
         r = &mut http_task => Err(anyhow::anyhow!("HTTP server stopped: {r:?}")),
     };
     ready.store(false, Ordering::Release);
     scheduler_task.abort();
+    heartbeat_task.abort();
+    replica.deregister(&*store).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc_task).await;
     result
+}
+
+/// The gRPC URL this replica is reached on: the first host the operator
+/// advertised, else the bound address (`localhost` for a wildcard bind).
+fn replica_url(config: &Config, bound: std::net::SocketAddr) -> String {
+    let defaults = ["localhost", "127.0.0.1"];
+    let host = match config.advertise_hosts.iter().find(|h| !defaults.contains(&h.as_str())) {
+        Some(h) => h.clone(),
+        None if bound.ip().is_unspecified() => "localhost".to_string(),
+        None => bound.ip().to_string(),
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("https://{host}:{}", bound.port())
 }
 
 async fn shutdown_signal() {

@@ -209,6 +209,9 @@ enum GetCmd {
     },
     /// Delegates.
     Delegates,
+    /// Manager replicas sharing this store, with their heartbeats.
+    #[command(alias = "replica")]
+    Replicas,
     /// Offered and running leases.
     Leases,
     /// Pipeline executions, newest first.
@@ -651,6 +654,41 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
                                 status.into(),
                                 format!("{}/{}", d.capacity - d.free.min(d.capacity), d.capacity),
                                 ago(d.last_seen_ms),
+                            ]
+                        })
+                        .collect(),
+                )
+            })?;
+        }
+        GetCmd::Replicas => {
+            let r = c.list_replicas(pb::ListReplicasRequest {}).await.map_err(status)?.into_inner();
+            let views: Vec<_> = r
+                .replicas
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "id": x.id, "grpcUrl": x.grpc_url, "startedMs": x.started_ms,
+                        "heartbeatMs": x.heartbeat_ms, "live": x.live, "this": x.this,
+                    })
+                })
+                .collect();
+            print(fmt, &views, || {
+                table(
+                    &["ID", "URL", "STATUS", "STARTED", "HEARTBEAT"],
+                    r.replicas
+                        .iter()
+                        .map(|x| {
+                            let status = match (x.live, x.this) {
+                                (true, true) => "live (this)",
+                                (true, false) => "live",
+                                (false, _) => "dead",
+                            };
+                            vec![
+                                x.id.clone(),
+                                x.grpc_url.clone(),
+                                status.into(),
+                                ago(x.started_ms),
+                                ago(x.heartbeat_ms),
                             ]
                         })
                         .collect(),

@@ -31,6 +31,8 @@ pub struct ApiSvc {
     store: Arc<dyn Store>,
     engine: Handle,
     entities: super::entities_svc::EntitiesSvc,
+    /// This process's replica id (to mark it in `ListReplicas`).
+    replica: String,
 }
 
 /// A tonic interceptor accepting only `authorization: Bearer <admin token>`.
@@ -107,10 +109,10 @@ impl ApiSvc {
     }
 
     /// An API over `store` and `engine`.
-    pub fn new(store: Arc<dyn Store>, engine: Handle) -> Self {
+    pub fn new(store: Arc<dyn Store>, engine: Handle, replica: String) -> Self {
         let entities =
             super::entities_svc::EntitiesSvc::new(store.clone(), crate::model::StepTypes::builtin());
-        ApiSvc { store, engine, entities }
+        ApiSvc { store, engine, entities, replica }
     }
 
     async fn names(&self) -> Result<HashMap<DelegateId, String>, Status> {
@@ -359,6 +361,29 @@ impl Api for ApiSvc {
             })
             .collect();
         Ok(Response::new(pb::ListDelegateTokensResponse { tokens }))
+    }
+
+    async fn list_replicas(
+        &self,
+        _req: Request<pb::ListReplicasRequest>,
+    ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        let now = dray_shared::clock::now_ms();
+        let ttl = crate::replica::REPLICA_TTL;
+        let replicas = self
+            .store
+            .replicas()
+            .await?
+            .into_iter()
+            .map(|r| pb::Replica {
+                live: !r.is_dead(now, ttl.as_millis() as i64),
+                this: r.id == self.replica,
+                id: r.id,
+                grpc_url: r.grpc_url,
+                started_ms: r.started_ms,
+                heartbeat_ms: r.heartbeat_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListReplicasResponse { replicas, replica_ttl_ms: ttl.as_millis() as u64 }))
     }
 
     async fn list_delegates(
