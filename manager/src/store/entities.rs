@@ -198,6 +198,306 @@ pub(crate) fn audit(key: &EntityKey, action: &str, version: u64, actor: &str, no
     }
 }
 
+/// Columns of `entities`, in [`entity_from_row`] order.
+pub(super) const ENTITY_COLUMNS: &str =
+    "account, org, project, kind, identifier, name, yaml, json, version, created_ms, updated_ms";
+
+/// Decodes an `entities` row (either backend).
+pub(super) fn entity_from_row<R: super::common::StoreRow>(r: &R) -> Result<EntityRecord> {
+    let col = |e: sqlx::Error| super::common::db_error(e);
+    let version = r.int64("version").map_err(col)?;
+    let key = EntityKey {
+        account: r.text("account").map_err(col)?,
+        org: r.text("org").map_err(col)?,
+        project: r.text("project").map_err(col)?,
+        kind: r.text("kind").map_err(col)?,
+        identifier: r.text("identifier").map_err(col)?,
+    };
+    Ok(EntityRecord {
+        version: u64::try_from(version).map_err(|_| super::Error::Corrupt {
+            table: "entities",
+            id: key.to_string(),
+            reason: format!("negative version {version}"),
+        })?,
+        key,
+        name: r.text("name").map_err(col)?,
+        yaml: r.text("yaml").map_err(col)?,
+        json: r.text("json").map_err(col)?,
+        created_ms: r.int64("created_ms").map_err(col)?,
+        updated_ms: r.int64("updated_ms").map_err(col)?,
+    })
+}
+
+/// Implements [`EntityStore`] for a backend. The SQL is the same for both
+/// (`QueryBuilder` writes each backend's placeholders); what differs is how a
+/// write transaction begins and the row locks: PostgreSQL locks the row an
+/// apply or delete changes (`lock_update`) and every row an apply references
+/// (`lock_share`), so a reference and the delete of its target never both
+/// commit; SQLite's single writer (`BEGIN IMMEDIATE`) needs no row locks.
+macro_rules! impl_entity_store {
+    (
+        $store:ty, $db:ty,
+        begin: |$this:ident| $begin:expr,
+        reader: $reader:ident,
+        insert_audit: $insert_audit:path,
+        lock_update: $lock_update:literal,
+        lock_share: $lock_share:literal
+    ) => {
+        /// `WHERE` on an entity's primary key (or, with `from_`, on the
+        /// referring side of `entity_refs`).
+        fn push_key<'a>(
+            q: &mut sqlx::QueryBuilder<'a, $db>,
+            k: &'a $crate::store::entities::EntityKey,
+            from: bool,
+        ) {
+            let (kind, id) = if from { ("from_kind", "from_identifier") } else { ("kind", "identifier") };
+            q.push(" WHERE account = ")
+                .push_bind(&k.account)
+                .push(" AND org = ")
+                .push_bind(&k.org)
+                .push(" AND project = ")
+                .push_bind(&k.project)
+                .push(format!(" AND {kind} = "))
+                .push_bind(&k.kind)
+                .push(format!(" AND {id} = "))
+                .push_bind(&k.identifier);
+        }
+
+        /// The entity at `key`; `lock` is appended to the SELECT.
+        async fn fetch(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            key: &$crate::store::entities::EntityKey,
+            lock: &str,
+        ) -> $crate::store::Result<Option<$crate::store::entities::EntityRecord>> {
+            let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
+            q.push($crate::store::entities::ENTITY_COLUMNS).push(" FROM entities");
+            push_key(&mut q, key, false);
+            q.push(lock);
+            let row = q.build().fetch_optional(&mut *conn).await.map_err($crate::store::common::db_error)?;
+            row.as_ref().map($crate::store::entities::entity_from_row).transpose()
+        }
+
+        /// Drops the references `key` makes.
+        async fn delete_refs(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            key: &$crate::store::entities::EntityKey,
+        ) -> $crate::store::Result<()> {
+            let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM entity_refs");
+            push_key(&mut q, key, true);
+            q.build().execute(&mut *conn).await.map_err($crate::store::common::db_error)?;
+            Ok(())
+        }
+
+        /// Writes one document; says what it did and the version it has now.
+        async fn write_one(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            w: &$crate::store::entities::EntityWrite,
+            now_ms: i64,
+        ) -> $crate::store::Result<($crate::store::entities::Action, u64)> {
+            use $crate::store::common::{db_error, db_u64};
+            use $crate::store::entities::Action;
+            let k = &w.key;
+            // Locked so two applies of one entity bump its version one after the other.
+            let stored = fetch(conn, k, $lock_update).await?;
+            let (action, version) = match &stored {
+                None => {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO entities (");
+                    q.push($crate::store::entities::ENTITY_COLUMNS).push(") VALUES (");
+                    let mut v = q.separated(", ");
+                    v.push_bind(&k.account)
+                        .push_bind(&k.org)
+                        .push_bind(&k.project)
+                        .push_bind(&k.kind)
+                        .push_bind(&k.identifier)
+                        .push_bind(&w.name)
+                        .push_bind(&w.yaml)
+                        .push_bind(&w.json)
+                        .push_bind(1i64)
+                        .push_bind(now_ms)
+                        .push_bind(now_ms);
+                    q.push(")");
+                    q.build().execute(&mut *conn).await.map_err(db_error)?;
+                    (Action::Created, 1)
+                }
+                Some(s) if s.json == w.json => {
+                    // Same content: only comments or layout changed, which is not a new
+                    // version, but `describe` should show what the user applied last.
+                    if s.yaml != w.yaml || s.name != w.name {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE entities SET yaml = ");
+                        q.push_bind(&w.yaml).push(", name = ").push_bind(&w.name);
+                        push_key(&mut q, k, false);
+                        q.build().execute(&mut *conn).await.map_err(db_error)?;
+                    }
+                    (Action::Unchanged, s.version)
+                }
+                Some(s) => {
+                    let version = s.version + 1;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE entities SET name = ");
+                    q.push_bind(&w.name)
+                        .push(", yaml = ")
+                        .push_bind(&w.yaml)
+                        .push(", json = ")
+                        .push_bind(&w.json)
+                        .push(", version = ")
+                        .push_bind(db_u64(version))
+                        .push(", updated_ms = ")
+                        .push_bind(now_ms);
+                    push_key(&mut q, k, false);
+                    q.build().execute(&mut *conn).await.map_err(db_error)?;
+                    (Action::Updated, version)
+                }
+            };
+            delete_refs(conn, k).await?;
+            for (to_kind, to_id) in &w.refs {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO entity_refs (account, org, project, from_kind, from_identifier, \
+                     to_kind, to_identifier) VALUES (",
+                );
+                let mut v = q.separated(", ");
+                v.push_bind(&k.account)
+                    .push_bind(&k.org)
+                    .push_bind(&k.project)
+                    .push_bind(&k.kind)
+                    .push_bind(&k.identifier)
+                    .push_bind(to_kind)
+                    .push_bind(to_id);
+                q.push(") ON CONFLICT DO NOTHING");
+                q.build().execute(&mut *conn).await.map_err(db_error)?;
+            }
+            Ok((action, version))
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::entities::EntityStore for $store {
+            async fn apply_entities(
+                &self,
+                writes: &[$crate::store::entities::EntityWrite],
+                actor: &str,
+                now_ms: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::entities::Action>> {
+                use $crate::store::common::db_error;
+                use $crate::store::entities::{Action, audit};
+                if writes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let $this = self;
+                let mut tx = $begin.await.map_err(db_error)?;
+                let mut actions = Vec::with_capacity(writes.len());
+                let mut audits = Vec::new();
+                for w in writes {
+                    let (action, version) = write_one(&mut tx, w, now_ms).await?;
+                    if action != Action::Unchanged {
+                        audits.push(audit(
+                            &w.key,
+                            if action == Action::Created { "create" } else { "update" },
+                            version,
+                            actor,
+                            now_ms,
+                        ));
+                    }
+                    actions.push(action);
+                }
+                // Checked after every write so references between documents of this
+                // apply resolve; a target deleted since validation refuses the apply.
+                for w in writes {
+                    for (kind, id) in &w.refs {
+                        let target = w.key.sibling(kind, id);
+                        let mut q = sqlx::QueryBuilder::<$db>::new("SELECT 1 FROM entities");
+                        push_key(&mut q, &target, false);
+                        q.push($lock_share);
+                        if q.build().fetch_optional(&mut *tx).await.map_err(db_error)?.is_none() {
+                            return Err($crate::store::Error::Conflict {
+                                what: format!("{target}, referenced by {}, does not exist", w.key),
+                            });
+                        }
+                    }
+                }
+                $insert_audit(&mut tx, &audits).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(actions)
+            }
+
+            async fn get_entity(
+                &self,
+                key: &$crate::store::entities::EntityKey,
+            ) -> $crate::store::Result<Option<$crate::store::entities::EntityRecord>> {
+                let mut conn = self.$reader.acquire().await.map_err($crate::store::common::db_error)?;
+                fetch(&mut conn, key, "").await
+            }
+
+            async fn list_entities(
+                &self,
+                kind: Option<&str>,
+                scope: &$crate::store::entities::ScopeFilter,
+            ) -> $crate::store::Result<Vec<$crate::store::entities::EntityRecord>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                q.push($crate::store::entities::ENTITY_COLUMNS).push(" FROM entities WHERE 1 = 1");
+                for (column, value) in [
+                    ("kind", kind),
+                    ("account", scope.account.as_deref()),
+                    ("org", scope.org.as_deref()),
+                    ("project", scope.project.as_deref()),
+                ] {
+                    if let Some(v) = value {
+                        q.push(format!(" AND {column} = ")).push_bind(v.to_string());
+                    }
+                }
+                q.push(" ORDER BY kind, account, org, project, identifier");
+                let rows = q
+                    .build()
+                    .persistent(false)
+                    .fetch_all(&self.$reader)
+                    .await
+                    .map_err($crate::store::common::db_error)?;
+                rows.iter().map($crate::store::entities::entity_from_row).collect()
+            }
+
+            async fn delete_entity(
+                &self,
+                key: &$crate::store::entities::EntityKey,
+                actor: &str,
+                now_ms: i64,
+            ) -> $crate::store::Result<$crate::store::entities::DeleteOutcome> {
+                use $crate::store::common::db_error;
+                use $crate::store::entities::{DeleteOutcome, audit};
+                let $this = self;
+                let mut tx = $begin.await.map_err(db_error)?;
+                let Some(record) = fetch(&mut tx, key, $lock_update).await? else {
+                    return Ok(DeleteOutcome::NotFound);
+                };
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT from_kind, from_identifier FROM entity_refs WHERE account = ",
+                );
+                q.push_bind(&key.account)
+                    .push(" AND org = ")
+                    .push_bind(&key.org)
+                    .push(" AND project = ")
+                    .push_bind(&key.project)
+                    .push(" AND to_kind = ")
+                    .push_bind(&key.kind)
+                    .push(" AND to_identifier = ")
+                    .push_bind(&key.identifier)
+                    .push(" ORDER BY from_kind, from_identifier");
+                let referrers: Vec<(String, String)> =
+                    q.build_query_as().fetch_all(&mut *tx).await.map_err(db_error)?;
+                if !referrers.is_empty() {
+                    return Ok(DeleteOutcome::Referenced(
+                        referrers.iter().map(|(k, id)| key.sibling(k, id)).collect(),
+                    ));
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM entities");
+                push_key(&mut q, key, false);
+                q.build().execute(&mut *tx).await.map_err(db_error)?;
+                delete_refs(&mut tx, key).await?;
+                $insert_audit(&mut tx, &[audit(key, "delete", record.version, actor, now_ms)]).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(DeleteOutcome::Deleted(Box::new(record)))
+            }
+        }
+    };
+}
+pub(super) use impl_entity_store;
+
 #[cfg(test)]
 mod tests {
     use super::*;
