@@ -12,8 +12,9 @@ use hyper::body::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::link::error_chain;
 use crate::proxy;
-use crate::targets::http::{describe, shared_client};
+use crate::targets::http::shared_client;
 
 /// Why an artifact could not be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,7 @@ pub async fn download(url: &str, shown: &str, sha256: Option<&str>, name: &str) 
     let response = shared_client().request(request).await.map_err(|e| {
         Failure::new(
             ErrorType::Connectivity,
-            format!("downloading the artifact from {shown}: {}", describe(&e)),
+            format!("downloading the artifact from {shown}: {}", error_chain(&e)),
         )
     })?;
     if !response.status().is_success() {
@@ -122,7 +123,7 @@ pub async fn download(url: &str, shown: &str, sha256: Option<&str>, name: &str) 
         let frame = frame.map_err(|e| {
             Failure::new(
                 ErrorType::Connectivity,
-                format!("downloading the artifact from {shown}: {}", describe(&e)),
+                format!("downloading the artifact from {shown}: {}", error_chain(&e)),
             )
         })?;
         if let Ok(data) = frame.into_data() {

@@ -30,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use tracing::{debug, warn};
 
 use super::{CheckContext, Outcome, RunContext, Target};
+use crate::link::error_chain;
 use crate::proxy::{self, ProxyConnector};
 
 /// Timeout when the spec says 0.
@@ -176,17 +177,17 @@ async fn send(
             || find_source::<hyper::Error>(&e).is_some()
             || find_source::<std::io::Error>(&e).is_some()
         {
-            Failure::Transport(describe(&e))
+            Failure::Transport(error_chain(&e))
         } else {
-            Failure::Other(describe(&e))
+            Failure::Other(error_chain(&e))
         }
     })?;
     let (parts, mut body) = response.into_parts();
     let mut buf: Vec<u8> = Vec::new();
     let mut truncated = false;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| Failure::Transport(format!("reading the response body: {}", describe(&e))))?;
+        let frame = frame
+            .map_err(|e| Failure::Transport(format!("reading the response body: {}", error_chain(&e))))?;
         if let Ok(data) = frame.into_data() {
             let room = limit - buf.len();
             if data.len() > room {
@@ -242,12 +243,6 @@ fn find_source<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Op
         cur = err.source();
     }
     None
-}
-
-/// The error and its causes, de-duplicated: the legacy client's own message
-/// ("client error (Connect)") says little without them.
-pub(crate) fn describe(e: &(dyn StdError + 'static)) -> String {
-    crate::link::error_chain(e)
 }
 
 #[async_trait::async_trait]

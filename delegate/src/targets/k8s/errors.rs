@@ -14,6 +14,8 @@
 
 use dray_shared::error_type::ErrorType;
 
+use crate::link::error_chain;
+
 /// A failure of a `k8s` task.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum K8sError {
@@ -82,17 +84,12 @@ impl K8sError {
                     if s.message.is_empty() { format!("HTTP {}", s.code) } else { s.message.clone() };
                 K8sError::Api { what, code: s.code, reason, message }
             }
-            kube::Error::HyperError(e) => K8sError::Connect { what, detail: chain(&e) },
-            kube::Error::Service(e) => K8sError::Connect { what, detail: chain(e.as_ref()) },
+            kube::Error::HyperError(e) => K8sError::Connect { what, detail: error_chain(&e) },
+            kube::Error::Service(e) => K8sError::Connect { what, detail: error_chain(e.as_ref()) },
             kube::Error::ReadEvents(e) => K8sError::Connect { what, detail: e.to_string() },
-            other => K8sError::Other(format!("{what}: {}", chain(&other))),
+            other => K8sError::Other(format!("{what}: {}", error_chain(&other))),
         }
     }
-}
-
-/// The error and its causes, without repeats.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::link::error_chain(e)
 }
 
 #[cfg(test)]
