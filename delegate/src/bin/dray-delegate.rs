@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Enrol if needed, connect to the manager and run tasks until stopped.
-    Run(RunArgs),
+    Run(DelegateArgs),
     /// Install this host as a delegate: enrol, write the service unit and its
     /// environment file, then enable and start the service.
     Install(InstallArgs),
@@ -46,33 +46,10 @@ struct InstallArgs {
     /// Install as a systemd service (the only kind of install there is).
     #[arg(long, required = true)]
     systemd: bool,
-    /// Manager URL, e.g. https://dray.example:7443 [env: DRAY_MANAGER]
-    #[arg(long, value_name = "URL")]
-    manager: Option<String>,
-    /// The manager's CA certificate (PEM); copied into --config-dir [env: DRAY_CA_FILE]
-    #[arg(long, value_name = "PATH")]
-    ca_file: Option<PathBuf>,
-    /// Enrolment token; used once, now, and not written anywhere [env: DRAY_TOKEN]
-    #[arg(long, value_name = "TOKEN")]
-    token: Option<String>,
-    /// Delegate name [env: DRAY_NAME] [default: the hostname]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-    /// Comma-separated tags tasks can select [env: DRAY_TAGS]
-    #[arg(long, value_name = "a,b", value_delimiter = ',')]
-    tags: Option<Vec<String>>,
-    /// Tasks run at once [env: DRAY_CAPACITY] [default: 4]
-    #[arg(long, value_name = "N")]
-    capacity: Option<u32>,
-    /// Drain grace period; the unit's stop timeout is this plus 15s [env: DRAY_DRAIN_GRACE] [default: 30s]
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    drain_grace: Option<Duration>,
-    /// Serve /healthz and /readyz here, e.g. 127.0.0.1:7081 [env: DRAY_HTTP_ADDR]
-    #[arg(long, value_name = "ADDR")]
-    http_addr: Option<String>,
-    /// Key, certificate and identity [env: DRAY_STATE_DIR] [default: /var/lib/dray-delegate]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    /// The delegate's settings, as for `run` (the state dir defaults to
+    /// /var/lib/dray-delegate; the token is used once, now, and written nowhere).
+    #[command(flatten)]
+    settings: DelegateArgs,
     /// Where the unit file goes
     #[arg(long, value_name = "DIR", default_value = dray_delegate::install::DEFAULT_UNIT_DIR)]
     unit_dir: PathBuf,
@@ -88,33 +65,18 @@ struct InstallArgs {
     /// Enrol and write the files, but do not run systemctl
     #[arg(long)]
     no_start: bool,
-    /// TOML file with any of the delegate settings above (keys like `ca-file`)
-    #[arg(long, value_name = "FILE", env = "DRAY_CONFIG", hide_env_values = true)]
-    config: Option<PathBuf>,
 }
 
 impl InstallArgs {
     fn options(&self) -> Result<dray_delegate::install::InstallOptions, ConfigError> {
-        let flags = Options {
-            manager: self.manager.clone(),
-            ca_file: self.ca_file.clone(),
-            token: self.token.clone(),
-            name: self.name.clone(),
-            tags: self.tags.as_ref().map(|t| dray_delegate::config::split_tags(&t.join(","))),
-            state_dir: self.state_dir.clone(),
-            capacity: self.capacity,
-            drain_grace: self.drain_grace,
-            http_addr: self.http_addr.clone(),
-            // Secret backends come from the config file only.
-            vault: None,
-        };
+        let flags = self.settings.options();
         let env = Options::from_env(|k| std::env::var(k).ok())?;
         // An installed delegate keeps its state under /var/lib, not in the cwd.
         let default_state = Options {
             state_dir: Some(dray_delegate::install::DEFAULT_STATE_DIR.into()),
             ..Options::default()
         };
-        let file = match self.config.as_deref() {
+        let file = match self.settings.config.as_deref() {
             Some(path) => Options::from_file(path)?.over(default_state),
             None => default_state,
         };
@@ -145,8 +107,9 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Settings shared by `run` and `install` (each also from env and the config file).
 #[derive(Debug, Args)]
-struct RunArgs {
+struct DelegateArgs {
     /// Manager URL, e.g. https://127.0.0.1:7443; several comma-separated addresses (replicas) are tried in turn [env: DRAY_MANAGER]
     #[arg(long, value_name = "URL")]
     manager: Option<String>,
@@ -162,13 +125,13 @@ struct RunArgs {
     /// Comma-separated tags tasks can select [env: DRAY_TAGS]
     #[arg(long, value_name = "a,b", value_delimiter = ',')]
     tags: Option<Vec<String>>,
-    /// Where the key and certificate live [env: DRAY_STATE_DIR] [default: ./dray-delegate-state]
+    /// Where the key and certificate live [env: DRAY_STATE_DIR] [default: ./dray-delegate-state; install: /var/lib/dray-delegate]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Tasks run at once [env: DRAY_CAPACITY] [default: 4]
     #[arg(long, value_name = "N")]
     capacity: Option<u32>,
-    /// How long a drain waits for running tasks, e.g. 30s, 2m [env: DRAY_DRAIN_GRACE] [default: 30s]
+    /// How long a drain waits for running tasks, e.g. 30s, 2m (an installed unit's stop timeout is this plus 15s) [env: DRAY_DRAIN_GRACE] [default: 30s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     drain_grace: Option<Duration>,
     /// Serve /healthz and /readyz (ready = connected to the manager) here, e.g. 127.0.0.1:7081 [env: DRAY_HTTP_ADDR]
@@ -184,7 +147,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 2m, 1h 30m)"))
 }
 
-impl RunArgs {
+impl DelegateArgs {
     fn options(&self) -> Options {
         Options {
             manager: self.manager.clone(),
