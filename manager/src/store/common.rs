@@ -485,6 +485,44 @@ pub(super) fn delegate_from_row<R: StoreRow>(row: &R) -> Result<DelegateRecord> 
     })
 }
 
+/// The embedded migrations of backend `$dir` (`migrations/<dir>/`) as
+/// (version, name, SQL), in order. Both backends have the same list; a new
+/// migration is one line here and one file per backend.
+macro_rules! embedded_migrations {
+    ($dir:literal) => {
+        [
+            (1, "init", include_str!(concat!("../../migrations/", $dir, "/0001_init.sql"))),
+            (2, "task_outputs", include_str!(concat!("../../migrations/", $dir, "/0002_task_outputs.sql"))),
+            (3, "entities", include_str!(concat!("../../migrations/", $dir, "/0003_entities.sql"))),
+            (4, "executions", include_str!(concat!("../../migrations/", $dir, "/0004_executions.sql"))),
+            (5, "triggers", include_str!(concat!("../../migrations/", $dir, "/0005_triggers.sql"))),
+            (6, "instances", include_str!(concat!("../../migrations/", $dir, "/0006_instances.sql"))),
+            (7, "replicas", include_str!(concat!("../../migrations/", $dir, "/0007_replicas.sql"))),
+        ]
+    };
+}
+pub(super) use embedded_migrations;
+
+/// A sqlx migrator over `migrations` (version, name, SQL).
+pub(super) fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
+    // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
+    Migrator {
+        migrations: std::borrow::Cow::Owned(
+            migrations
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
+                })
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

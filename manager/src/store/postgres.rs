@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dray_shared::{DelegateId, TaskId, pb};
 use prost::Message;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -41,33 +41,8 @@ pub mod notify;
 mod replicas;
 mod triggers;
 
-/// Embedded migrations: (version, name, SQL), in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
-    (2, "task_outputs", include_str!("../../migrations/postgres/0002_task_outputs.sql")),
-    (3, "entities", include_str!("../../migrations/postgres/0003_entities.sql")),
-    (4, "executions", include_str!("../../migrations/postgres/0004_executions.sql")),
-    (5, "triggers", include_str!("../../migrations/postgres/0005_triggers.sql")),
-    (6, "instances", include_str!("../../migrations/postgres/0006_instances.sql")),
-    (7, "replicas", include_str!("../../migrations/postgres/0007_replicas.sql")),
-];
-
 fn migrator() -> Migrator {
-    // sqlx 0.8 builds a Migrator from its (documented as semver-exempt) public
-    // fields, exactly as its `migrate!` macro does; the version is pinned in Cargo.lock.
-    Migrator {
-        migrations: std::borrow::Cow::Owned(
-            MIGRATIONS
-                .iter()
-                .map(|(version, name, sql)| {
-                    Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
-                })
-                .collect(),
-        ),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    }
+    super::common::migrator(&crate::store::common::embedded_migrations!("postgres"))
 }
 
 /// The PostgreSQL-backed [`Store`].
