@@ -83,20 +83,17 @@ impl tower_service::Service<Uri> for ProxyConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let proxies = self.proxies.clone().unwrap_or_else(|| super::global().clone());
-        Box::pin(async move { open(&proxies, &uri).await })
+        match self.proxies.clone() {
+            Some(proxies) => Box::pin(async move { open(&proxies, &uri).await }),
+            None => Box::pin(async move { open(super::global(), &uri).await }),
+        }
     }
 }
 
 /// Opens a connection for `uri` as `proxies` say.
 pub async fn open(proxies: &Proxies, uri: &Uri) -> io::Result<ProxiedStream> {
-    let https = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https"));
-    let host = uri
-        .host()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let (https, host, port) = super::target_of(uri)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host")))?;
     let (stream, absolute_form) = match proxies.for_target(https, host, port) {
         None => (TcpStream::connect((host, port)).await?, false),
         Some(p) if https => {

@@ -257,6 +257,30 @@ impl Proxies {
         let p = if https { self.https.as_ref() } else { self.http.as_ref() }?;
         (!self.no_proxy.exempts(host, port)).then_some(p)
     }
+
+    /// The proxy for the target of `uri`, if any (see [`target_of`]).
+    pub fn for_uri(&self, uri: &http::Uri) -> Option<&Proxy> {
+        let (https, host, port) = target_of(uri)?;
+        self.for_target(https, host, port)
+    }
+
+    /// The `Proxy-Authorization` value a plain-HTTP request to `uri` needs:
+    /// such requests go to the proxy in absolute form, so the client sends the
+    /// proxy's credentials itself (HTTPS tunnels carry them in `CONNECT`).
+    pub fn absolute_form_authorization(&self, uri: &http::Uri) -> Option<String> {
+        match target_of(uri)? {
+            (false, host, port) => self.for_target(false, host, port)?.authorization.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// `(https, host, port)` of `uri` as proxy decisions see it: HTTPS unless the
+/// scheme is `http`, the host without IPv6 brackets, the scheme's default port.
+pub fn target_of(uri: &http::Uri) -> Option<(bool, &str, u16)> {
+    let https = uri.scheme_str() != Some("http");
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    Some((https, host, uri.port_u16().unwrap_or(if https { 443 } else { 80 })))
 }
 
 static GLOBAL: OnceLock<Proxies> = OnceLock::new();
@@ -339,5 +363,16 @@ mod tests {
         let upper_wins = vars(&[("HTTPS_PROXY", "http://u:1"), ("https_proxy", "http://l:1")]).unwrap();
         assert_eq!(upper_wins.https.unwrap().host, "u");
         assert_eq!(vars(&[("NO_PROXY", "a b")]).unwrap_err().var, "NO_PROXY");
+        let uri = |u: &str| u.parse::<http::Uri>().unwrap();
+        assert_eq!(target_of(&uri("https://[::1]/x")), Some((true, "::1", 443)));
+        assert_eq!(target_of(&uri("http://h:8080/")), Some((false, "h", 8080)));
+        let creds = vars(&[("HTTP_PROXY", "http://u:p@h:2"), ("HTTPS_PROXY", "http://u:p@s:1")]).unwrap();
+        assert_eq!(creds.for_uri(&uri("https://x/")).map(|p| p.host.as_str()), Some("s"));
+        assert_eq!(creds.absolute_form_authorization(&uri("http://x/")).as_deref(), Some("Basic dTpw"));
+        assert_eq!(
+            creds.absolute_form_authorization(&uri("https://x/")),
+            None,
+            "tunnels carry it in CONNECT"
+        );
     }
 }

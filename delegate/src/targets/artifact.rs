@@ -87,12 +87,7 @@ pub async fn download(url: &str, shown: &str, sha256: Option<&str>, name: &str) 
     let uri: http::Uri =
         url.parse().map_err(|e| Failure::new(ErrorType::Unknown, format!("artifact url {shown}: {e}")))?;
     let mut request = http::Request::get(uri.clone());
-    // Plain http goes to a proxy in absolute form, its credentials in this header.
-    if uri.scheme_str() == Some("http")
-        && let Some(auth) = proxy::global()
-            .for_target(false, uri.host().unwrap_or_default(), uri.port_u16().unwrap_or(80))
-            .and_then(|p| p.authorization.clone())
-    {
+    if let Some(auth) = proxy::global().absolute_form_authorization(&uri) {
         request = request.header(http::header::PROXY_AUTHORIZATION, auth);
     }
     let request = request

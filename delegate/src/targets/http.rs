@@ -116,15 +116,7 @@ async fn prepare(p: &HttpParams, cx: &mut RunContext) -> Result<Prepared, Outcom
     // Secrets may make a valid template an invalid URL; the message is masked.
     let uri = task::check_url(&url)
         .map_err(|e| Outcome::failed(format!("invalid url once secrets are resolved: {e}")))?;
-    // A plain-http request goes to the proxy in absolute form; the proxy's
-    // credentials travel in this header (https tunnels carry them in CONNECT).
-    let proxy_auth = (uri.scheme_str() == Some("http"))
-        .then(|| {
-            let host = uri.host().unwrap_or_default();
-            proxy::global().for_target(false, host, uri.port_u16().unwrap_or(80))
-        })
-        .flatten()
-        .and_then(|p| p.authorization.clone());
+    let proxy_auth = proxy::global().absolute_form_authorization(&uri);
     let mut request = http::Request::builder().method(p.method.as_str()).uri(uri);
     if let Some(auth) = proxy_auth {
         request = request.header(http::header::PROXY_AUTHORIZATION, auth);

@@ -71,9 +71,9 @@ impl Aws {
 }
 
 fn endpoint_target(u: &http::Uri) -> (bool, String, u16) {
-    let https = u.scheme_str() != Some("http");
-    let host = u.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-    (https, host, u.port_u16().unwrap_or(if https { 443 } else { 80 }))
+    // A checked endpoint URL always has a host.
+    let (https, host, port) = crate::proxy::target_of(u).unwrap_or((true, "", 443));
+    (https, host.to_string(), port)
 }
 
 /// The proxy configuration for one target host.

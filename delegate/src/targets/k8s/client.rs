@@ -80,10 +80,7 @@ pub async fn config(cluster: &Cluster, token: Option<&str>) -> Result<Config, K8
 /// kubeconfig wins; otherwise the delegate's settings decide (so `NO_PROXY`
 /// ranges cover the cluster address as they do every other target).
 fn proxy_for(cluster_url: &http::Uri, proxies: &crate::proxy::Proxies) -> Option<http::Uri> {
-    let https = cluster_url.scheme_str() != Some("http");
-    let host = cluster_url.host()?.trim_start_matches('[').trim_end_matches(']');
-    let port = cluster_url.port_u16().unwrap_or(if https { 443 } else { 80 });
-    proxies.for_target(https, host, port)?.url_with_credentials().parse().ok()
+    proxies.for_uri(cluster_url)?.url_with_credentials().parse().ok()
 }
 
 /// A client for `cluster`.
