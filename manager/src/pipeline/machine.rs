@@ -873,7 +873,7 @@ impl Execution {
         // The stage's target (service, artifact, manifests, infrastructure,
         // connector) with expressions rendered as this step sees them.
         let target = match stage.map(|s| &plan.node(s).kind) {
-            Some(NodeKind::Stage { target: Some(t), .. }) => {
+            Some(NodeKind::Stage { target: Some(t), .. }) if ty.uses_target() => {
                 match render_json(&t.context, &ExecContext::new(self, m)) {
                     Ok(t) => Some(t),
                     Err(e) => {
@@ -1863,5 +1863,28 @@ mod tests {
             "{:?}",
             r.e.nodes[b_idx].notes
         );
+    }
+
+    #[test]
+    fn only_steps_that_read_the_target_render_it() {
+        let mut b = PlanBuilder::new();
+        let s = b.stage("s");
+        b.plan.nodes[s].kind = NodeKind::Stage {
+            stage_type: "Deployment".into(),
+            target: Some(crate::pipeline::plan::StageTarget {
+                service: "web".into(),
+                environment: "prod".into(),
+                infrastructure: "k8s".into(),
+                context: json!({"infra": {"namespace": "<+pipeline.variables.missing>"}}),
+                connector_selectors: vec![],
+            }),
+        };
+        b.noop(s, "a");
+        let mut r = Run::new(b);
+        r.e.take_effects();
+        r.e.lock_granted(s, r.now, &r.reg);
+        // A Noop does not read the target, so a target that cannot render does not stop it.
+        assert_eq!(r.paths(), vec!["s.a"]);
+        assert_eq!(r.status("s.a"), Status::Running);
     }
 }

@@ -163,6 +163,10 @@ fn step_or_service_text(spec: &Value, field: &str, target: &Value, ty: &str) -> 
 }
 
 impl StepType for EcsStep {
+    fn uses_target(&self) -> bool {
+        true
+    }
+
     fn type_name(&self) -> &'static str {
         match self.0 {
             Action::RollingDeploy => "EcsRollingDeploy",

@@ -245,6 +245,10 @@ impl K8sStep {
 }
 
 impl StepType for K8sStep {
+    fn uses_target(&self) -> bool {
+        true
+    }
+
     fn type_name(&self) -> &'static str {
         self.name
     }

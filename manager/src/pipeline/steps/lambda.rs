@@ -90,6 +90,10 @@ fn steps(spec: &Value) -> Result<Value, StepError> {
 }
 
 impl StepType for LambdaStep {
+    fn uses_target(&self) -> bool {
+        true
+    }
+
     fn type_name(&self) -> &'static str {
         match self.0 {
             Action::Deploy => "AwsLambdaDeploy",

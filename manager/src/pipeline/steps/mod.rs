@@ -53,7 +53,8 @@ pub enum StepStart {
 pub struct StartContext<'a> {
     /// The stage's deployment target with expressions rendered: an object with
     /// `service`, `artifact`, `env`, `infra`, `connector` and `serviceVariables`.
-    /// `None` outside Deployment stages with a service.
+    /// `None` outside Deployment stages with a service, and for step types
+    /// that do not [`StepType::uses_target`].
     pub target: Option<&'a serde_json::Value>,
     /// The execution's id.
     pub execution_id: &'a str,
@@ -123,6 +124,12 @@ pub trait StepType: Send + Sync {
     /// step's own results, like an Http assertion), not when it starts.
     fn deferred_fields(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// True for step types that read the stage's deployment target
+    /// ([`StartContext::target`]); only for those is it rendered at start.
+    fn uses_target(&self) -> bool {
+        false
     }
 
     /// What to do, given the step's spec with expressions rendered and what

@@ -163,6 +163,10 @@ fn release_id(cx: &StartContext<'_>) -> String {
 }
 
 impl StepType for SshStep {
+    fn uses_target(&self) -> bool {
+        true
+    }
+
     fn type_name(&self) -> &'static str {
         self.name
     }
