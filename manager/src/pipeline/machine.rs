@@ -1816,20 +1816,25 @@ mod tests {
         assert!(r.e.take_effects().iter().any(|f| matches!(f, Effect::Cancel { .. })));
     }
 
-    #[test]
-    fn deploy_steps_report_instances_per_target() {
-        let mut b = PlanBuilder::new();
-        let s = b.stage("s");
+    /// Makes stage `s` a Deployment stage of `web` to `prod`/`k8s` with this context.
+    fn deploy_to(b: &mut PlanBuilder, s: NodeIdx, context: serde_json::Value) {
         b.plan.nodes[s].kind = NodeKind::Stage {
             stage_type: "Deployment".into(),
             target: Some(crate::pipeline::plan::StageTarget {
                 service: "web".into(),
                 environment: "prod".into(),
                 infrastructure: "k8s".into(),
-                context: json!({"infra": {"namespace": "<+pipeline.sequenceId>"}}),
+                context,
                 connector_selectors: vec![],
             }),
         };
+    }
+
+    #[test]
+    fn deploy_steps_report_instances_per_target() {
+        let mut b = PlanBuilder::new();
+        let s = b.stage("s");
+        deploy_to(&mut b, s, json!({"infra": {"namespace": "<+pipeline.sequenceId>"}}));
         b.noop(s, "a");
         b.noop(s, "b");
         let mut r = Run::new(b);
@@ -1869,16 +1874,7 @@ mod tests {
     fn only_steps_that_read_the_target_render_it() {
         let mut b = PlanBuilder::new();
         let s = b.stage("s");
-        b.plan.nodes[s].kind = NodeKind::Stage {
-            stage_type: "Deployment".into(),
-            target: Some(crate::pipeline::plan::StageTarget {
-                service: "web".into(),
-                environment: "prod".into(),
-                infrastructure: "k8s".into(),
-                context: json!({"infra": {"namespace": "<+pipeline.variables.missing>"}}),
-                connector_selectors: vec![],
-            }),
-        };
+        deploy_to(&mut b, s, json!({"infra": {"namespace": "<+pipeline.variables.missing>"}}));
         b.noop(s, "a");
         let mut r = Run::new(b);
         r.e.take_effects();
