@@ -79,6 +79,16 @@ pub(super) struct TaskPlan<'a> {
 }
 
 impl<'a> TaskPlan<'a> {
+    /// Ids of inserted rows that are already offered or running: the
+    /// committing replica's own.
+    pub(super) fn owned_inserts(&self) -> Vec<String> {
+        self.inserts
+            .iter()
+            .filter(|r| matches!(r.state, pb::TaskState::Offered | pb::TaskState::Running))
+            .map(|r| r.id.to_string())
+            .collect()
+    }
+
     /// Collapses a batch's task writes to one write per task id, because a
     /// multi-row statement cannot touch the same row twice (SQLite's UPDATE … FROM
     /// would pick one source row arbitrarily, PostgreSQL's updates a row once).
@@ -498,6 +508,7 @@ macro_rules! embedded_migrations {
             (5, "triggers", include_str!(concat!("../../migrations/", $dir, "/0005_triggers.sql"))),
             (6, "instances", include_str!(concat!("../../migrations/", $dir, "/0006_instances.sql"))),
             (7, "replicas", include_str!(concat!("../../migrations/", $dir, "/0007_replicas.sql"))),
+            (8, "replica_roles", include_str!(concat!("../../migrations/", $dir, "/0008_replica_roles.sql"))),
         ]
     };
 }

@@ -350,6 +350,7 @@ pub(crate) async fn failed_batch_writes_nothing(store: &dyn Store) -> anyhow::Re
             tasks: vec![insert(&a), insert(&b)],
             logs: vec![log(a.id, 1, "kept")],
             audit: vec![audit(0)],
+            ..Batch::default()
         })
         .await?;
 
@@ -361,6 +362,7 @@ pub(crate) async fn failed_batch_writes_nothing(store: &dyn Store) -> anyhow::Re
         tasks: vec![b_update, insert(&c), stale_a],
         logs: vec![log(a.id, 2, "dropped"), log(c.id, 1, "dropped")],
         audit: vec![audit(1)],
+        ..Batch::default()
     };
     let r = store.commit(&batch).await;
     ensure!(is_conflict(&r), "batch with a stale write must conflict: {r:?}");
@@ -380,6 +382,7 @@ pub(crate) async fn failed_batch_writes_nothing(store: &dyn Store) -> anyhow::Re
             tasks: vec![b_update.clone()],
             logs: vec![log(a.id, 1, "duplicate seq")],
             audit: vec![audit(2)],
+            ..Batch::default()
         })
         .await;
     ensure!(is_conflict(&r), "duplicate log seq must conflict: {r:?}");
@@ -406,6 +409,7 @@ pub(crate) async fn insert_of_existing_id_conflicts(store: &dyn Store) -> anyhow
             tasks: vec![insert(&b), insert(&again)],
             logs: vec![log(b.id, 1, "dropped")],
             audit: vec![audit(1)],
+            ..Batch::default()
         })
         .await;
     ensure!(is_conflict(&r), "duplicate insert must conflict: {r:?}");
@@ -440,6 +444,7 @@ pub(crate) async fn same_task_twice_in_a_batch_collapses(store: &dyn Store) -> a
             tasks: vec![insert(&a1), insert(&b1), w2, w3],
             logs: vec![log(a1.id, 1, "started")],
             audit: vec![],
+            ..Batch::default()
         })
         .await?;
     check_eq!(store.get_task(a1.id).await?, Some(a3.clone()));
@@ -706,7 +711,7 @@ pub(crate) async fn big_batch_commits(store: &dyn Store) -> anyhow::Result<()> {
     let logs: Vec<LogRecord> =
         old.iter().flat_map(|t| [log(t.id, 1, "first"), log(t.id, 2, "second")]).collect();
     let audits: Vec<AuditRecord> = (0..100).map(audit).collect();
-    store.commit(&Batch { tasks: writes, logs, audit: audits }).await?;
+    store.commit(&Batch { tasks: writes, logs, audit: audits, ..Batch::default() }).await?;
 
     let unfinished = store.load_unfinished().await?;
     check_eq!(unfinished.len(), 2 * N);

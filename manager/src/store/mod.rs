@@ -160,12 +160,18 @@ pub struct Batch {
     pub logs: Vec<LogRecord>,
     /// Audit entries to append.
     pub audit: Vec<AuditRecord>,
+    /// Payloads for the other replicas' `tasks` channel, sent when (and only
+    /// if) the batch commits. Stores without replicas ignore them.
+    pub notices: Vec<String>,
+    /// The committing replica: a task it inserts already offered or running
+    /// is its own from the start (nobody else could have seen it queued).
+    pub owner: Option<String>,
 }
 
 impl Batch {
     /// True when there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.logs.is_empty() && self.audit.is_empty()
+        self.tasks.is_empty() && self.logs.is_empty() && self.audit.is_empty() && self.notices.is_empty()
     }
 }
 
@@ -254,7 +260,9 @@ pub trait Store:
     async fn migrate(&self) -> Result<()>;
 
     /// Commits a batch in one transaction: all of it or none of it. A failed
-    /// compare-and-set yields [`Error::Conflict`] and writes nothing.
+    /// compare-and-set yields [`Error::Conflict`] and writes nothing. A task
+    /// row written offered or running keeps its owner; any other state
+    /// clears it (a queued task is anybody's to claim).
     async fn commit(&self, batch: &Batch) -> Result<()>;
 
     /// Every task not in a final state, oldest first (used at start-up).
@@ -303,11 +311,16 @@ pub trait Store:
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditRecord>>;
 }
 
+/// True for a PostgreSQL URL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store named by `url`: `sqlite://PATH` (created if missing) or
 /// `postgres://…`. For PostgreSQL an optional `schema` puts every table in that
 /// schema (created if missing), which tests use for isolation.
 pub async fn open(url: &str, schema: Option<&str>) -> Result<std::sync::Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(std::sync::Arc::new(postgres::PgStore::connect(url, schema).await?))
     } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))

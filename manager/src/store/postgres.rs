@@ -37,6 +37,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// own directory convention would read them.
 mod entities;
 mod executions;
+pub mod leader;
 pub mod notify;
 mod replicas;
 mod triggers;
@@ -118,12 +119,32 @@ impl PgStore {
             Err(Error::Conflict { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        if !update_tasks(&mut tx, &plan.updates).await? {
+        let owned = plan.owned_inserts();
+        if let (Some(owner), false) = (&batch.owner, owned.is_empty()) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new("UPDATE tasks SET owner = ");
+            q.push_bind(owner.as_str()).push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in &owned {
+                list.push_bind(id.as_str());
+            }
+            q.push(")");
+            q.build().persistent(false).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        if !update_tasks(&mut tx, &plan.updates, batch.owner.as_deref()).await? {
             // Dropping `tx` rolls back.
             return Ok(false);
         }
         insert_logs(&mut tx, &batch.logs).await?;
         insert_audit(&mut tx, &batch.audit).await?;
+        if !batch.notices.is_empty() {
+            // Delivered to listeners only when the transaction commits.
+            sqlx::query("SELECT pg_notify($1, n) FROM UNNEST($2::text[]) AS n")
+                .bind(self.channel("tasks"))
+                .bind(&batch.notices)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -237,8 +258,14 @@ async fn insert_tasks(conn: &mut PgConnection, records: &[&TaskRecord]) -> Resul
 /// conflict. (An upsert would be wrong here: it would insert a row that is
 /// missing instead of refusing the write.) Under READ COMMITTED a row changed
 /// concurrently is re-checked against the expected version after its lock is
-/// released, so the check cannot be raced. Returns false on conflict.
-async fn update_tasks(conn: &mut PgConnection, updates: &[TaskUpdate<'_>]) -> Result<bool> {
+/// released, so the check cannot be raced. With `owner` (a replica), a row
+/// must also still be owned by it: a replica declared dead whose work was
+/// adopted cannot write over the adopter. Returns false on conflict.
+async fn update_tasks(
+    conn: &mut PgConnection,
+    updates: &[TaskUpdate<'_>],
+    owner: Option<&str>,
+) -> Result<bool> {
     if updates.is_empty() {
         return Ok(true);
     }
@@ -253,13 +280,17 @@ async fn update_tasks(conn: &mut PgConnection, updates: &[TaskUpdate<'_>]) -> Re
          version = v.version, delegate_id = v.delegate_id, exit_code = v.exit_code, \
          reason = v.reason, created_ms = v.created_ms, started_ms = v.started_ms, \
          finished_ms = v.finished_ms, queue_deadline_ms = v.queue_deadline_ms, \
-         outputs_json = v.outputs_json, error_type = v.error_type FROM ",
+         outputs_json = v.outputs_json, error_type = v.error_type, \
+         owner = CASE WHEN v.state = ANY($16) THEN t.owner ELSE NULL END FROM ",
         unnest_tasks!(),
         ", $15::int8[]) AS v (",
         task_columns!(),
-        ", expected_version) WHERE t.id = v.id AND t.version = v.expected_version"
+        ", expected_version) WHERE t.id = v.id AND t.version = v.expected_version \
+         AND ($17::text IS NULL OR t.owner = $17)"
     ));
-    let done = cols.bind(q).bind(&expected).execute(conn).await.map_err(db_error)?;
+    let owned = [pb::TaskState::Offered as i32, pb::TaskState::Running as i32];
+    let done =
+        cols.bind(q).bind(&expected).bind(&owned[..]).bind(owner).execute(conn).await.map_err(db_error)?;
     Ok(done.rows_affected() == updates.len() as u64)
 }
 
@@ -673,7 +704,9 @@ mod tests {
             racers.spawn(async move {
                 let mut won = vec![];
                 for chunk in order.chunks(25) {
-                    won.extend(store.claim_tasks(&format!("r{n}"), chunk).await.unwrap());
+                    won.extend(
+                        store.claim_tasks(&format!("r{n}"), chunk).await.unwrap().into_iter().map(|c| c.id),
+                    );
                 }
                 (n, won)
             });

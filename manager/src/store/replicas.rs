@@ -10,8 +10,8 @@
 
 use async_trait::async_trait;
 
-use super::Result;
-use dray_shared::TaskId;
+use super::{Result, TaskRecord};
+use dray_shared::{Epoch, TaskId};
 
 /// One manager replica's registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +20,14 @@ pub struct ReplicaRecord {
     pub id: String,
     /// Where other replicas reach its gRPC API.
     pub grpc_url: String,
+    /// Where other replicas reach its HTTP endpoints (webhooks); may be empty.
+    pub http_url: String,
     /// Unix ms of its start.
     pub started_ms: i64,
     /// Unix ms of its latest heartbeat.
     pub heartbeat_ms: i64,
+    /// Unix ms it became the leader, if it ever did.
+    pub leader_ms: Option<i64>,
 }
 
 impl ReplicaRecord {
@@ -33,24 +37,66 @@ impl ReplicaRecord {
     }
 }
 
+/// A task a claim won, with the row's current version and epoch (a replica's
+/// copy of a queued task may be older than the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Claimed {
+    /// The task.
+    pub id: TaskId,
+    /// Its row version now.
+    pub version: u64,
+    /// Its epoch now.
+    pub epoch: Epoch,
+}
+
+/// What adopting a dead replica's tasks did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Running tasks now owned by the adopter (it must load them).
+    pub running: Vec<TaskId>,
+    /// Queued and offered tasks put back in the queue without an owner (an
+    /// offer dies with its replica; nothing ran before a grant).
+    pub requeued: Vec<TaskId>,
+}
+
 /// Storage of replicas and task ownership; both stores implement it.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync {
-    /// Registers the replica or refreshes its heartbeat (and URL).
+    /// Registers the replica or refreshes its heartbeat (and URLs).
     async fn heartbeat_replica(&self, r: &ReplicaRecord) -> Result<()>;
     /// Every registered replica, by id.
     async fn replicas(&self) -> Result<Vec<ReplicaRecord>>;
     /// Forgets a replica (after its work was adopted).
     async fn remove_replica(&self, id: &str) -> Result<()>;
+    /// Records that `id` leads since `at_ms`.
+    async fn mark_leader(&self, id: &str, at_ms: i64) -> Result<()>;
     /// Claims for `owner` those of `ids` that are still queued and unowned;
     /// returns the ones it got. Never blocks on rows another claimer holds.
-    async fn claim_tasks(&self, owner: &str, ids: &[TaskId]) -> Result<Vec<TaskId>>;
-    /// Gives back `owner`'s claim on `ids` (e.g. a rejected offer re-queued).
+    async fn claim_tasks(&self, owner: &str, ids: &[TaskId]) -> Result<Vec<Claimed>>;
+    /// Gives back `owner`'s claim on `ids` (e.g. a lease handed to another replica).
     async fn release_tasks(&self, owner: &str, ids: &[TaskId]) -> Result<u64>;
-    /// Moves every unfinished task owned by `from` to `to`; returns how many.
-    async fn adopt_tasks(&self, from: &str, to: &str) -> Result<u64>;
+    /// Takes over every unfinished task owned by `from` (a dead replica) for
+    /// `to`, in one statement: running tasks move to `to`, offered ones go back
+    /// to the queue (a version bump), queued ones lose their owner.
+    async fn adopt_tasks(&self, from: &str, to: &str) -> Result<Adopted>;
+    /// Takes one running task for `to` if its owner is still `from` (None: no
+    /// owner); false when somebody else got there first or it is not running.
+    async fn take_running(&self, id: TaskId, from: Option<&str>, to: &str) -> Result<bool>;
     /// The owner of a task, if it has one.
     async fn task_owner(&self, id: TaskId) -> Result<Option<String>>;
+    /// Queued tasks nobody owns, oldest first, at most `limit`.
+    async fn queued_unowned(&self, limit: u32) -> Result<Vec<TaskRecord>>;
+    /// The rows of `ids` that exist.
+    async fn tasks_by_ids(&self, ids: &[TaskId]) -> Result<Vec<TaskRecord>>;
+}
+
+/// Parses a task id read back from the store.
+pub(super) fn stored_task_id(id: String) -> Result<TaskId> {
+    id.parse().map_err(|e: dray_shared::ids::InvalidId| super::Error::Corrupt {
+        table: "tasks",
+        id: id.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// Implements [`ReplicaStore`] for a backend; `$lock` is the row-lock clause
@@ -64,16 +110,18 @@ macro_rules! impl_replica_store {
                 r: &$crate::store::replicas::ReplicaRecord,
             ) -> $crate::store::Result<()> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO replicas (id, grpc_url, started_ms, heartbeat_ms) VALUES (",
+                    "INSERT INTO replicas (id, grpc_url, http_url, started_ms, heartbeat_ms, leader_ms) VALUES (",
                 );
                 let mut v = q.separated(", ");
                 v.push_bind(r.id.clone())
                     .push_bind(r.grpc_url.clone())
+                    .push_bind(r.http_url.clone())
                     .push_bind(r.started_ms)
-                    .push_bind(r.heartbeat_ms);
+                    .push_bind(r.heartbeat_ms)
+                    .push_bind(r.leader_ms);
                 q.push(
                     ") ON CONFLICT (id) DO UPDATE SET grpc_url = excluded.grpc_url, \
-                     heartbeat_ms = excluded.heartbeat_ms",
+                     http_url = excluded.http_url, heartbeat_ms = excluded.heartbeat_ms",
                 );
                 q.build().execute(&self.$writer).await.map_err($crate::store::common::db_error)?;
                 Ok(())
@@ -81,20 +129,22 @@ macro_rules! impl_replica_store {
 
             async fn replicas(&self) -> $crate::store::Result<Vec<$crate::store::replicas::ReplicaRecord>> {
                 use sqlx::Row as _;
-                let rows =
-                    sqlx::query("SELECT id, grpc_url, started_ms, heartbeat_ms FROM replicas ORDER BY id")
-                        .fetch_all(&self.$reader)
-                        .await
-                        .map_err($crate::store::common::db_error)?;
+                use $crate::store::common::db_error;
+                let rows = sqlx::query(
+                    "SELECT id, grpc_url, http_url, started_ms, heartbeat_ms, leader_ms FROM replicas ORDER BY id",
+                )
+                .fetch_all(&self.$reader)
+                .await
+                .map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
                         Ok($crate::store::replicas::ReplicaRecord {
-                            id: r.try_get("id").map_err($crate::store::common::db_error)?,
-                            grpc_url: r.try_get("grpc_url").map_err($crate::store::common::db_error)?,
-                            started_ms: r.try_get("started_ms").map_err($crate::store::common::db_error)?,
-                            heartbeat_ms: r
-                                .try_get("heartbeat_ms")
-                                .map_err($crate::store::common::db_error)?,
+                            id: r.try_get("id").map_err(db_error)?,
+                            grpc_url: r.try_get("grpc_url").map_err(db_error)?,
+                            http_url: r.try_get("http_url").map_err(db_error)?,
+                            started_ms: r.try_get("started_ms").map_err(db_error)?,
+                            heartbeat_ms: r.try_get("heartbeat_ms").map_err(db_error)?,
+                            leader_ms: r.try_get("leader_ms").map_err(db_error)?,
                         })
                     })
                     .collect()
@@ -107,12 +157,20 @@ macro_rules! impl_replica_store {
                 Ok(())
             }
 
+            async fn mark_leader(&self, id: &str, at_ms: i64) -> $crate::store::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE replicas SET leader_ms = ");
+                q.push_bind(at_ms).push(" WHERE id = ").push_bind(id.to_string());
+                q.build().execute(&self.$writer).await.map_err($crate::store::common::db_error)?;
+                Ok(())
+            }
+
             async fn claim_tasks(
                 &self,
                 owner: &str,
                 ids: &[dray_shared::TaskId],
-            ) -> $crate::store::Result<Vec<dray_shared::TaskId>> {
+            ) -> $crate::store::Result<Vec<$crate::store::replicas::Claimed>> {
                 use sqlx::Row as _;
+                use $crate::store::common::db_error;
                 if ids.is_empty() {
                     return Ok(vec![]);
                 }
@@ -125,16 +183,16 @@ macro_rules! impl_replica_store {
                 for id in ids {
                     list.push_bind(id.to_string());
                 }
-                q.push(")").push($lock).push(") RETURNING id");
-                let rows =
-                    q.build().fetch_all(&self.$writer).await.map_err($crate::store::common::db_error)?;
+                q.push(")").push($lock).push(") RETURNING id, version, epoch");
+                let rows = q.build().persistent(false).fetch_all(&self.$writer).await.map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
-                        let id: String = r.try_get("id").map_err($crate::store::common::db_error)?;
-                        id.parse().map_err(|e: dray_shared::ids::InvalidId| $crate::store::Error::Corrupt {
-                            table: "tasks",
-                            id: id.clone(),
-                            reason: e.to_string(),
+                        let version: i64 = r.try_get("version").map_err(db_error)?;
+                        let epoch: i64 = r.try_get("epoch").map_err(db_error)?;
+                        Ok($crate::store::replicas::Claimed {
+                            id: $crate::store::replicas::stored_task_id(r.try_get("id").map_err(db_error)?)?,
+                            version: version.max(0) as u64,
+                            epoch: dray_shared::Epoch(epoch.max(0) as u64),
                         })
                     })
                     .collect()
@@ -155,24 +213,76 @@ macro_rules! impl_replica_store {
                     list.push_bind(id.to_string());
                 }
                 q.push(")");
-                let done = q.build().execute(&self.$writer).await.map_err($crate::store::common::db_error)?;
+                let done = q
+                    .build()
+                    .persistent(false)
+                    .execute(&self.$writer)
+                    .await
+                    .map_err($crate::store::common::db_error)?;
                 Ok(done.rows_affected())
             }
 
-            async fn adopt_tasks(&self, from: &str, to: &str) -> $crate::store::Result<u64> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = ");
-                q.push_bind(to.to_string())
-                    .push(" WHERE owner = ")
+            async fn adopt_tasks(
+                &self,
+                from: &str,
+                to: &str,
+            ) -> $crate::store::Result<$crate::store::replicas::Adopted> {
+                use dray_shared::pb::TaskState::{Offered, Queued, Running};
+                use sqlx::Row as _;
+                use $crate::store::common::db_error;
+                // SET expressions all read the old row, so `state` below is the
+                // state before this statement.
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = CASE WHEN state = ");
+                q.push_bind(Running as i32)
+                    .push(" THEN ")
+                    .push_bind(to.to_string())
+                    .push(" ELSE NULL END, version = CASE WHEN state = ")
+                    .push_bind(Offered as i32)
+                    .push(" THEN version + 1 ELSE version END, state = CASE WHEN state = ")
+                    .push_bind(Offered as i32)
+                    .push(" THEN ")
+                    .push_bind(Queued as i32)
+                    .push(" ELSE state END WHERE owner = ")
                     .push_bind(from.to_string())
                     .push(" AND state IN (")
-                    .push_bind(dray_shared::pb::TaskState::Queued as i32)
+                    .push_bind(Queued as i32)
                     .push(", ")
-                    .push_bind(dray_shared::pb::TaskState::Offered as i32)
+                    .push_bind(Offered as i32)
                     .push(", ")
-                    .push_bind(dray_shared::pb::TaskState::Running as i32)
-                    .push(")");
+                    .push_bind(Running as i32)
+                    .push(") RETURNING id, state");
+                let rows = q.build().fetch_all(&self.$writer).await.map_err(db_error)?;
+                let mut adopted = $crate::store::replicas::Adopted::default();
+                for r in &rows {
+                    let id = $crate::store::replicas::stored_task_id(r.try_get("id").map_err(db_error)?)?;
+                    let state: i32 = r.try_get("state").map_err(db_error)?;
+                    if state == Running as i32 {
+                        adopted.running.push(id);
+                    } else {
+                        adopted.requeued.push(id);
+                    }
+                }
+                Ok(adopted)
+            }
+
+            async fn take_running(
+                &self,
+                id: dray_shared::TaskId,
+                from: Option<&str>,
+                to: &str,
+            ) -> $crate::store::Result<bool> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = ");
+                q.push_bind(to.to_string())
+                    .push(" WHERE id = ")
+                    .push_bind(id.to_string())
+                    .push(" AND state = ")
+                    .push_bind(dray_shared::pb::TaskState::Running as i32);
+                match from {
+                    Some(from) => q.push(" AND owner = ").push_bind(from.to_string()),
+                    None => q.push(" AND owner IS NULL"),
+                };
                 let done = q.build().execute(&self.$writer).await.map_err($crate::store::common::db_error)?;
-                Ok(done.rows_affected())
+                Ok(done.rows_affected() == 1)
             }
 
             async fn task_owner(&self, id: dray_shared::TaskId) -> $crate::store::Result<Option<String>> {
@@ -184,6 +294,48 @@ macro_rules! impl_replica_store {
                     .await
                     .map_err($crate::store::common::db_error)?;
                 Ok(owner.flatten())
+            }
+
+            async fn queued_unowned(&self, limit: u32) -> $crate::store::Result<Vec<$crate::store::TaskRecord>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::store::common::task_columns!(),
+                    " FROM tasks WHERE owner IS NULL AND state = "
+                ));
+                q.push_bind(dray_shared::pb::TaskState::Queued as i32)
+                    .push(" ORDER BY created_ms, id LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.$reader).await.map_err($crate::store::common::db_error)?;
+                rows.iter().map($crate::store::common::task_from_row).collect()
+            }
+
+            async fn tasks_by_ids(
+                &self,
+                ids: &[dray_shared::TaskId],
+            ) -> $crate::store::Result<Vec<$crate::store::TaskRecord>> {
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(1000) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                        "SELECT ",
+                        $crate::store::common::task_columns!(),
+                        " FROM tasks WHERE id IN ("
+                    ));
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    q.push(")");
+                    let rows = q
+                        .build()
+                        .persistent(false)
+                        .fetch_all(&self.$reader)
+                        .await
+                        .map_err($crate::store::common::db_error)?;
+                    for r in &rows {
+                        out.push($crate::store::common::task_from_row(r)?);
+                    }
+                }
+                Ok(out)
             }
         }
     };

@@ -134,7 +134,18 @@ impl SqliteStore {
             Err(Error::Conflict { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        if !update_tasks(&mut tx, &plan.updates).await? {
+        let owned = plan.owned_inserts();
+        if let (Some(owner), false) = (&batch.owner, owned.is_empty()) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE tasks SET owner = ");
+            q.push_bind(owner.as_str()).push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in &owned {
+                list.push_bind(id.as_str());
+            }
+            q.push(")");
+            q.build().persistent(false).execute(&mut *tx).await.map_err(db_error)?;
+        }
+        if !update_tasks(&mut tx, &plan.updates, batch.owner.as_deref()).await? {
             // Dropping `tx` rolls back.
             return Ok(false);
         }
@@ -209,22 +220,35 @@ async fn insert_tasks(conn: &mut SqliteConnection, records: &[&TaskRecord]) -> R
 /// missing or has moved on is simply not matched, so a short `rows_affected`
 /// means a conflict. (An upsert would be wrong here: it would insert a row that
 /// is missing instead of refusing the write.) Returns false on conflict.
-async fn update_tasks(conn: &mut SqliteConnection, updates: &[TaskUpdate<'_>]) -> Result<bool> {
+async fn update_tasks(
+    conn: &mut SqliteConnection,
+    updates: &[TaskUpdate<'_>],
+    owner: Option<&str>,
+) -> Result<bool> {
     // VALUES columns are named column1… in SQLite; column15 is the expected version.
-    for chunk in updates.chunks(rows_per_statement(TASK_COLUMNS + 1)) {
+    // Up to three more parameters per statement: the owner-keeping states and the owner.
+    for chunk in updates.chunks((MAX_PARAMS - 3) / (TASK_COLUMNS + 1)) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "UPDATE tasks SET spec = v.column2, state = v.column3, epoch = v.column4, \
              version = v.column5, delegate_id = v.column6, exit_code = v.column7, \
              reason = v.column8, created_ms = v.column9, started_ms = v.column10, \
              finished_ms = v.column11, queue_deadline_ms = v.column12, \
-             outputs_json = v.column13, error_type = v.column14 FROM (",
+             outputs_json = v.column13, error_type = v.column14, \
+             owner = CASE WHEN v.column3 IN (",
         );
+        q.push_bind(pb::TaskState::Offered as i32)
+            .push(", ")
+            .push_bind(pb::TaskState::Running as i32)
+            .push(") THEN tasks.owner ELSE NULL END FROM (");
         q.push_values(chunk, |mut row, u| {
             let r = u.record;
             bind_task(&mut row, r);
             row.push_bind(db_u64(u.expected_version));
         });
         q.push(") AS v WHERE tasks.id = v.column1 AND tasks.version = v.column15");
+        if let Some(owner) = owner {
+            q.push(" AND tasks.owner = ").push_bind(owner);
+        }
         let done = q.build().persistent(false).execute(&mut *conn).await.map_err(db_error)?;
         if done.rows_affected() != chunk.len() as u64 {
             return Ok(false);
