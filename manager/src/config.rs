@@ -34,6 +34,11 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the server certificate (repeatable; localhost and 127.0.0.1 are always included).
     #[arg(long, env = "DRAY_ADVERTISE_HOST", value_delimiter = ',')]
     pub advertise_host: Vec<String>,
+    /// This replica's own host name or IP as other replicas reach it (they relay
+    /// pipeline calls to the leader); added to the server certificate. Set it when
+    /// replicas share one load-balanced name [default: the first advertised host].
+    #[arg(long, env = "DRAY_REPLICA_HOST")]
+    pub replica_host: Option<String>,
     /// Lease time-to-live [default: 15s].
     #[arg(long, env = "DRAY_LEASE_TTL")]
     pub lease_ttl: Option<String>,
@@ -62,6 +67,7 @@ struct FileOptions {
     database_schema: Option<String>,
     #[serde(default)]
     advertise_host: Vec<String>,
+    replica_host: Option<String>,
     lease_ttl: Option<String>,
     offer_timeout: Option<String>,
     queue_timeout: Option<String>,
@@ -114,6 +120,8 @@ pub struct Config {
     pub database_schema: Option<String>,
     /// Names on the server certificate.
     pub advertise_hosts: Vec<String>,
+    /// This replica's own host for other replicas, if set.
+    pub replica_host: Option<String>,
     /// Engine timing.
     pub engine: EngineConfig,
     /// Delegate certificate lifetime.
@@ -166,12 +174,13 @@ impl ServerArgs {
             });
         }
         let mut advertise_hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        for h in if self.advertise_host.is_empty() { file.advertise_host } else { self.advertise_host } {
+        let replica_host = self.replica_host.or(file.replica_host).filter(|h| !h.is_empty());
+        let advertised =
+            if self.advertise_host.is_empty() { file.advertise_host } else { self.advertise_host };
+        let named = advertised.into_iter().map(|h| ("advertise-host", h));
+        for (option, h) in named.chain(replica_host.clone().map(|h| ("replica-host", h))) {
             if h.is_empty() || h.contains(['/', ' ', ':']) && h.parse::<std::net::IpAddr>().is_err() {
-                return Err(Error::Invalid {
-                    option: "advertise-host",
-                    message: format!("{h:?} is not a host name or IP"),
-                });
+                return Err(Error::Invalid { option, message: format!("{h:?} is not a host name or IP") });
             }
             if !advertise_hosts.contains(&h) {
                 advertise_hosts.push(h);
@@ -196,6 +205,7 @@ impl ServerArgs {
                 defaults.task_timeout,
             )?,
             max_batch: defaults.max_batch,
+            replica: None,
         };
         let delegate_cert_ttl = duration(
             "delegate-cert-ttl",
@@ -215,6 +225,7 @@ impl ServerArgs {
             database_url,
             database_schema: self.database_schema.or(file.database_schema),
             advertise_hosts,
+            replica_host,
             engine,
             delegate_cert_ttl,
         })

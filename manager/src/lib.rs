@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod data_dir;
 pub mod grpc;
@@ -13,7 +14,6 @@ pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod replica;
 pub mod server;
 pub mod store;
 pub mod triggers;

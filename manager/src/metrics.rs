@@ -114,6 +114,13 @@ impl Metrics {
         out
     }
 
+    /// An unfinished task this process stops tracking (another replica has it).
+    pub fn forget(&self, state: dray_shared::pb::TaskState) {
+        if !state.is_final() {
+            self.tasks.get_or_create(&StateLabel { state: state.short_name().into() }).dec();
+        }
+    }
+
     /// Records a task moving between states.
     pub fn transition(&self, from: Option<dray_shared::pb::TaskState>, to: dray_shared::pb::TaskState) {
         if from == Some(to) {

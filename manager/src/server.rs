@@ -9,19 +9,23 @@ use anyhow::Context;
 use dray_shared::pb::pipelines_server::PipelinesServer;
 use dray_shared::pb::triggers_server::TriggersServer;
 use dray_shared::pb::{self, api_server::ApiServer, delegate_service_server::DelegateServiceServer};
+use tokio::sync::watch as watch_channel;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{error, info};
 
+use crate::cluster::forward::{Relay, ToLeader};
+use crate::cluster::leader::{self, Role};
+use crate::cluster::{Replica, listen, watch};
 use crate::config::Config;
 use crate::grpc::api_svc::{ApiSvc, bearer_check};
 use crate::grpc::delegate_svc::DelegateSvc;
 use crate::grpc::pipelines_svc::PipelinesSvc;
 use crate::grpc::triggers_svc::TriggersSvc;
 use crate::http::{HttpState, router};
-use crate::lease::Engine;
+use crate::lease::{self, Engine};
 use crate::metrics::Metrics;
-use crate::replica::Replica;
+use crate::store::postgres::PgStore;
 use crate::triggers::receiver::{self, WebhookState};
 use crate::triggers::scheduler::Scheduler;
 use crate::triggers::secret::MasterKey;
@@ -32,26 +36,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     dray_shared::tls::install_crypto_provider();
     let materials = data_dir::load_or_create(&config.data_dir, &config.advertise_hosts)
         .context("preparing the data directory")?;
-    let store = store::open(&config.database_url, config.database_schema.as_deref())
-        .await
-        .with_context(|| format!("opening the store at {}", redact(&config.database_url)))?;
+    let (store, pg) = open_store(&config).await?;
     store.migrate().await.context("migrating the store")?;
-    let metrics = Arc::new(Metrics::new());
-    let (engine, handle) = Engine::start(store.clone(), config.engine.clone(), metrics.clone())
-        .await
-        .context("loading unfinished tasks")?;
-    let mut engine_task = tokio::spawn(engine.run());
-    let (pipelines, pipelines_handle) = pipeline::Engine::start(
-        store.clone(),
-        handle.clone(),
-        Arc::new(pipeline::steps::Registry::builtin()),
-    )
-    .await
-    .context("loading unfinished executions")?;
-    let mut pipelines_task = tokio::spawn(pipelines.run());
-    let trigger_key = MasterKey::load_or_create(&*store, dray_shared::clock::now_ms())
-        .await
-        .context("loading the trigger master key")?;
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -61,10 +47,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP address {}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let replica =
+        Replica::new(replica_url(&config, "https", grpc_addr), replica_url(&config, "http", http_addr));
+
+    let metrics = Arc::new(Metrics::new());
+    let mut engine_config = config.engine.clone();
+    if pg.is_some() {
+        // Other replicas may share this database: claim before offering.
+        engine_config.replica = Some(replica.id.clone());
+    }
+    let (engine, handle) = Engine::start(store.clone(), engine_config, metrics.clone())
+        .await
+        .context("loading unfinished tasks")?;
+    let mut engine_task = tokio::spawn(engine.run());
+    // Pipeline executions and cron triggers run on the leader only; until this
+    // replica leads, its pipeline calls are relayed (see `cluster::leader`).
+    let (pipelines_handle, pipelines_inbox) = pipeline::engine::channel(store.clone());
+    let (role_tx, role_rx) = watch_channel::channel(if pg.is_some() { Role::Unknown } else { Role::Leader });
+    let trigger_key = MasterKey::load_or_create(&*store, dray_shared::clock::now_ms())
+        .await
+        .context("loading the trigger master key")?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let webhooks =
-        WebhookState { store: store.clone(), engine: pipelines_handle.clone(), key: trigger_key.clone() };
+    let webhooks = WebhookState {
+        store: store.clone(),
+        engine: pipelines_handle.clone(),
+        key: trigger_key.clone(),
+        role: role_rx.clone(),
+    };
     let http = axum::serve(
         http_listener,
         router(HttpState { ready: ready.clone(), metrics }).merge(receiver::router(webhooks)),
@@ -86,8 +96,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("building gRPC reflection")?;
     let delegate_svc =
         DelegateSvc::new(store.clone(), handle.clone(), materials.ca.clone(), config.delegate_cert_ttl);
-    let replica = Replica::new(replica_url(&config, grpc_addr));
     let api_svc = ApiSvc::new(store.clone(), handle.clone(), replica.id.clone());
+    let pipelines_svc = ToLeader::new(
+        PipelinesServer::with_interceptor(
+            PipelinesSvc::new(store.clone(), pipelines_handle.clone()),
+            bearer_check(materials.admin_token.clone()),
+        ),
+        role_rx.clone(),
+        Relay::new(materials.ca.cert_pem.clone()),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_grpc = stop_rx.clone();
     let grpc = Server::builder()
@@ -98,10 +115,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_service(DelegateServiceServer::new(delegate_svc))
         .add_service(ApiServer::with_interceptor(api_svc, bearer_check(materials.admin_token.clone())))
-        .add_service(PipelinesServer::with_interceptor(
-            PipelinesSvc::new(store.clone(), pipelines_handle.clone()),
-            bearer_check(materials.admin_token.clone()),
-        ))
+        .add_service(pipelines_svc)
         .add_service(TriggersServer::with_interceptor(
             TriggersSvc::new(store.clone(), trigger_key),
             bearer_check(materials.admin_token.clone()),
@@ -123,7 +137,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     replica.register(&*store).await.context("registering this replica")?;
     let mut heartbeat_task = tokio::spawn(replica.clone().heartbeat(store.clone()));
-    let mut scheduler_task = tokio::spawn(Scheduler::new(store.clone(), pipelines_handle.clone()).run());
+    let mut cluster_task = tokio::spawn(cluster(pg.clone(), replica.id.clone(), handle.clone(), role_tx));
+    if pg.is_none() {
+        store
+            .mark_leader(&replica.id, dray_shared::clock::now_ms())
+            .await
+            .context("recording the leadership")?;
+    }
+    let leading = Leading {
+        store: store.clone(),
+        lease: handle.clone(),
+        inbox: pipelines_inbox,
+        replicas: pg.is_some(),
+    };
+    let mut leading_task = tokio::spawn(leading.run(role_rx, pipelines_handle));
     ready.store(true, Ordering::Release);
     info!(
         grpc_addr = %grpc_addr,
@@ -141,17 +168,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             error!("The lease engine stopped.");
             match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(anyhow::Error::new(e).context("lease engine")), Err(e) => Err(e.into()) }
         }
-        r = &mut pipelines_task => {
-            error!("The pipeline engine stopped.");
-            match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(anyhow::Error::new(e).context("pipeline engine")), Err(e) => Err(e.into()) }
+        r = &mut leading_task => {
+            error!("The pipeline engine or cron scheduler stopped.");
+            match r { Ok(r) => r, Err(e) => Err(e.into()) }
         }
+        r = &mut cluster_task => match r { Ok(r) => r, Err(e) => Err(e.into()) },
         r = &mut grpc_task => Err(anyhow::anyhow!("gRPC server stopped: {r:?}")),
-        r = &mut scheduler_task => Err(anyhow::anyhow!("cron scheduler stopped: {r:?}")),
         r = &mut heartbeat_task => Err(anyhow::anyhow!("replica heartbeat stopped: {r:?}")),
         r = &mut http_task => Err(anyhow::anyhow!("HTTP server stopped: {r:?}")),
     };
     ready.store(false, Ordering::Release);
-    scheduler_task.abort();
+    leading_task.abort();
+    cluster_task.abort();
     heartbeat_task.abort();
     replica.deregister(&*store).await;
     let _ = stop_tx.send(true);
@@ -159,17 +187,89 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// The gRPC URL this replica is reached on: the first host the operator
-/// advertised, else the bound address (`localhost` for a wildcard bind).
-fn replica_url(config: &Config, bound: std::net::SocketAddr) -> String {
+/// Opens the store; for PostgreSQL also returns it as such (replicas share it).
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, Option<Arc<PgStore>>)> {
+    let context = || format!("opening the store at {}", redact(&config.database_url));
+    if store::is_postgres(&config.database_url) {
+        let pg = Arc::new(
+            PgStore::connect(&config.database_url, config.database_schema.as_deref())
+                .await
+                .with_context(context)?,
+        );
+        Ok((pg.clone(), Some(pg)))
+    } else {
+        let store = store::open(&config.database_url, config.database_schema.as_deref())
+            .await
+            .with_context(context)?;
+        Ok((store, None))
+    }
+}
+
+/// With PostgreSQL: hears the other replicas, adopts dead ones' work, and
+/// campaigns for (then holds) the leadership. Returns only on a fatal error.
+async fn cluster(
+    pg: Option<Arc<PgStore>>,
+    me: String,
+    lease: lease::Handle,
+    role: watch_channel::Sender<Role>,
+) -> anyhow::Result<()> {
+    let Some(pg) = pg else { return std::future::pending().await };
+    tokio::select! {
+        _ = listen::run(pg.clone(), me.clone(), lease.clone()) => Err(anyhow::anyhow!("the lease engine stopped")),
+        _ = watch::run(pg.clone(), me.clone(), lease) => Err(anyhow::anyhow!("the lease engine stopped")),
+        deposed = leader::run(&pg, &me, role) => {
+            error!(error = %deposed, "This replica lost the leadership; stopping so that another one takes over cleanly.");
+            Err(anyhow::Error::new(deposed))
+        }
+    }
+}
+
+/// What the leader runs: the pipeline engine and the cron scheduler.
+struct Leading {
+    store: Arc<dyn store::Store>,
+    lease: lease::Handle,
+    inbox: pipeline::engine::Inbox,
+    replicas: bool,
+}
+
+impl Leading {
+    /// Waits for the leadership, then runs both until one stops.
+    async fn run(
+        self,
+        mut role: watch_channel::Receiver<Role>,
+        handle: pipeline::engine::Handle,
+    ) -> anyhow::Result<()> {
+        if role.wait_for(|r| *r == Role::Leader).await.is_err() {
+            return std::future::pending().await;
+        }
+        let registry = Arc::new(pipeline::steps::Registry::builtin());
+        let mut engine = pipeline::Engine::start_with(self.store.clone(), self.lease, registry, self.inbox)
+            .await
+            .context("loading unfinished executions")?;
+        if self.replicas {
+            engine = engine.resync_every(std::time::Duration::from_secs(5));
+        }
+        let scheduler = Scheduler::new(self.store, handle);
+        tokio::select! {
+            r = engine.run() => r.context("pipeline engine"),
+            () = scheduler.run() => Err(anyhow::anyhow!("cron scheduler stopped")),
+        }
+    }
+}
+
+/// The URL this replica's listener is reached on: `--replica-host`, else the
+/// first host the operator advertised, else the bound address (`localhost` for
+/// a wildcard bind).
+fn replica_url(config: &Config, scheme: &str, bound: std::net::SocketAddr) -> String {
     let defaults = ["localhost", "127.0.0.1"];
-    let host = match config.advertise_hosts.iter().find(|h| !defaults.contains(&h.as_str())) {
+    let advertised = config.advertise_hosts.iter().find(|h| !defaults.contains(&h.as_str()));
+    let host = match config.replica_host.as_ref().or(advertised) {
         Some(h) => h.clone(),
         None if bound.ip().is_unspecified() => "localhost".to_string(),
         None => bound.ip().to_string(),
     };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    format!("https://{host}:{}", bound.port())
+    format!("{scheme}://{host}:{}", bound.port())
 }
 
 async fn shutdown_signal() {

@@ -669,6 +669,7 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
                     serde_json::json!({
                         "id": x.id, "grpcUrl": x.grpc_url, "startedMs": x.started_ms,
                         "heartbeatMs": x.heartbeat_ms, "live": x.live, "this": x.this,
+                        "leader": x.leader,
                     })
                 })
                 .collect();
@@ -683,10 +684,11 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
                                 (true, false) => "live",
                                 (false, _) => "dead",
                             };
+                            let status = if x.leader { format!("{status}, leader") } else { status.into() };
                             vec![
                                 x.id.clone(),
                                 x.grpc_url.clone(),
-                                status.into(),
+                                status,
                                 ago(x.started_ms),
                                 ago(x.heartbeat_ms),
                             ]

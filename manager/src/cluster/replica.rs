@@ -24,22 +24,26 @@ pub struct Replica {
     pub id: String,
     /// Where its gRPC API is reached.
     pub grpc_url: String,
+    /// Where its HTTP endpoints (webhooks) are reached.
+    pub http_url: String,
     /// Unix ms of the start.
     pub started_ms: i64,
 }
 
 impl Replica {
-    /// A new replica reachable at `grpc_url`.
-    pub fn new(grpc_url: String) -> Self {
-        Replica { id: uuid::Uuid::now_v7().simple().to_string(), grpc_url, started_ms: now_ms() }
+    /// A new replica reachable at `grpc_url` and `http_url`.
+    pub fn new(grpc_url: String, http_url: String) -> Self {
+        Replica { id: uuid::Uuid::now_v7().simple().to_string(), grpc_url, http_url, started_ms: now_ms() }
     }
 
     fn record(&self, at_ms: i64) -> ReplicaRecord {
         ReplicaRecord {
             id: self.id.clone(),
             grpc_url: self.grpc_url.clone(),
+            http_url: self.http_url.clone(),
             started_ms: self.started_ms,
             heartbeat_ms: at_ms,
+            leader_ms: None,
         }
     }
 

@@ -192,15 +192,16 @@ impl Api for ApiSvc {
     #[instrument(skip_all, fields(task.id = %req.get_ref().id))]
     async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let id = parse_task_id(&req.get_ref().id)?;
-        match self.engine.cancel(id).await? {
-            CancelOutcome::NotLive => {
-                let t = self.task(id).await?;
+        let outcome = self.engine.cancel(id).await?;
+        if matches!(outcome, CancelOutcome::NotLive | CancelOutcome::Forwarded) {
+            // Forwarded: owned by another replica, unless it has ended already.
+            let t = self.task(id).await?;
+            if outcome == CancelOutcome::NotLive || t.state().is_final() {
                 return Err(Status::failed_precondition(format!(
                     "task {id} is already {}",
                     t.state().short_name()
                 )));
             }
-            CancelOutcome::Cancelled | CancelOutcome::Requested => {}
         }
         self.audit("task.cancel", id.to_string(), String::new()).await?;
         info!(task.id = %id, "Task cancel requested.");
@@ -286,8 +287,18 @@ impl Api for ApiSvc {
 
     async fn wait_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let id = parse_task_id(&req.get_ref().id)?;
-        if let Some(rx) = self.engine.wait(id).await? {
-            let _ = rx.await;
+        if let Some(mut rx) = self.engine.wait(id).await? {
+            // Re-read now and then: with replicas the task may end elsewhere
+            // and its notice be missed.
+            loop {
+                let t = self.task(id).await?;
+                if t.state().is_final() {
+                    return Ok(Response::new(t));
+                }
+                if tokio::time::timeout(Duration::from_secs(2), &mut rx).await.is_ok() {
+                    break;
+                }
+            }
         }
         Ok(Response::new(self.task(id).await?))
     }
@@ -368,13 +379,13 @@ impl Api for ApiSvc {
         _req: Request<pb::ListReplicasRequest>,
     ) -> Result<Response<pb::ListReplicasResponse>, Status> {
         let now = dray_shared::clock::now_ms();
-        let ttl = crate::replica::REPLICA_TTL;
-        let replicas = self
-            .store
-            .replicas()
-            .await?
+        let ttl = crate::cluster::REPLICA_TTL;
+        let replicas = self.store.replicas().await?;
+        let leader = crate::cluster::leader::current(&replicas, now).map(|r| r.id.clone());
+        let replicas = replicas
             .into_iter()
             .map(|r| pb::Replica {
+                leader: leader.as_ref() == Some(&r.id),
                 live: !r.is_dead(now, ttl.as_millis() as i64),
                 this: r.id == self.replica,
                 id: r.id,

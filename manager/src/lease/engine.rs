@@ -33,6 +33,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
+mod cluster;
+
+pub use cluster::Remote;
+
 use super::machine::{self, Effect, Event, Lease, Message, Outcome, Refused};
 use super::offer::{self, Candidate};
 use crate::metrics::Metrics;
@@ -59,6 +63,10 @@ pub struct EngineConfig {
     pub task_timeout: Duration,
     /// Most commands taken in one turn (one commit).
     pub max_batch: usize,
+    /// This manager's replica id when several replicas share the database
+    /// (PostgreSQL): the engine then claims tasks before offering them and
+    /// talks to the other replicas (see [`cluster`]). `None`: the only one.
+    pub replica: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +77,7 @@ impl Default for EngineConfig {
             queue_timeout: Duration::from_secs(600),
             task_timeout: Duration::from_secs(3600),
             max_batch: 4096,
+            replica: None,
         }
     }
 }
@@ -114,6 +123,9 @@ pub enum CancelOutcome {
     Requested,
     /// No such unfinished task.
     NotLive,
+    /// Not live on this replica: the cancel went to the other replicas, and
+    /// the task's owner (if it is unfinished) acts on it.
+    Forwarded,
 }
 
 /// Live view of one connected delegate.
@@ -152,6 +164,7 @@ enum Command {
     Revoke { delegate: DelegateId, reply: oneshot::Sender<()> },
     Wait { id: TaskId, reply: oneshot::Sender<Option<oneshot::Receiver<()>>> },
     Snapshot { reply: oneshot::Sender<Snapshot> },
+    Remote(cluster::Remote),
 }
 
 /// The engine has stopped (its commit failed for good, or the manager is stopping).
@@ -255,6 +268,11 @@ impl Handle {
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
+
+    /// Passes on news from other replicas (see [`Remote`]).
+    pub async fn remote(&self, news: Remote) -> Result<(), Stopped> {
+        self.tx.send(Command::Remote(news)).await.map_err(|_| Stopped)
+    }
 }
 
 struct Live {
@@ -300,23 +318,33 @@ enum After {
     Then(Box<dyn FnOnce() + Send>),
 }
 
-/// Whether a row for `id` exists, retrying a store that is briefly unavailable.
-async fn stored(store: &dyn Store, id: TaskId) -> Result<bool, store::Error> {
+/// Runs a store call, retrying while the store is briefly unavailable; an
+/// error that persists stops the engine.
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, store::Error>>,
+{
     let mut attempt = 0u32;
     loop {
-        match store.get_task(id).await {
-            Ok(row) => return Ok(row.is_some()),
+        match call().await {
+            Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && attempt < READ_ATTEMPTS => {
                 attempt += 1;
-                warn!(error = %e, attempt, "Store read failed; retrying.");
+                warn!(error = %e, attempt, what, "Store call failed; retrying.");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
             }
             Err(e) => {
-                error!(error = %e, "Store read failed for good; stopping the lease engine.");
+                error!(error = %e, what, "Store call failed for good; stopping the lease engine.");
                 return Err(e);
             }
         }
     }
+}
+
+/// Whether a row for `id` exists.
+async fn stored(store: &dyn Store, id: TaskId) -> Result<bool, store::Error> {
+    Ok(retrying("task read", || store.get_task(id)).await?.is_some())
 }
 
 /// The engine itself; see the module docs.
@@ -355,6 +383,8 @@ pub struct Engine {
     audit: Vec<AuditRecord>,
     after: Vec<After>,
     now: i64,
+    /// Several replicas: what they share with this one (None when alone).
+    cluster: Option<cluster::State>,
 }
 
 impl Engine {
@@ -399,6 +429,7 @@ impl Engine {
             audit: Vec::new(),
             after: Vec::new(),
             now: now_ms(),
+            cluster: config.replica.clone().map(cluster::State::new),
         };
         for d in store.list_delegates().await? {
             if d.revoked {
@@ -406,7 +437,12 @@ impl Engine {
             }
             engine.names.insert(d.id, d.name);
         }
-        let unfinished = store.load_unfinished().await?;
+        // With other replicas, only queued unowned tasks are anybody's; the
+        // rest is owned by a replica (a dead one's work is adopted later).
+        let unfinished = match engine.cluster {
+            Some(_) => store.queued_unowned(u32::MAX).await?,
+            None => store.load_unfinished().await?,
+        };
         let (mut queued, mut running) = (0, 0);
         for record in unfinished {
             // Only a task that ran can have logs; queued ones never did.
@@ -492,7 +528,9 @@ impl Engine {
                 },
                 _ = sleep => {}
                 // A dispatch pass was cut short: carry on without waiting.
-                _ = std::future::ready(()), if self.scan_from != 0 => {}
+                _ = std::future::ready(()), if self.scan_from != 0 || self.cluster.as_ref().is_some_and(|c| c.again) => {}
+                // Leases held through other replicas wait for their owner to go.
+                _ = tokio::time::sleep(cluster::RECHECK), if self.cluster.as_ref().is_some_and(|c| c.waiting()) => {}
             }
             let mut taken = 1;
             while taken < self.config.max_batch {
@@ -506,7 +544,14 @@ impl Engine {
             self.admit_with_ids().await?;
             self.fire_timers();
             self.dispatch();
+            if self.cluster.is_some() {
+                self.settle_picks().await?;
+                self.resolve_foreign().await?;
+            }
             self.commit().await?;
+            if self.cluster.is_some() {
+                self.release_handed_off().await?;
+            }
             self.flush();
         }
     }
@@ -526,7 +571,16 @@ impl Engine {
             }
             Command::Cancel { id, reply } => {
                 let outcome = match self.tasks.get(&id).map(|l| l.lease.state) {
+                    None if self.cluster.is_some() => {
+                        self.notify(cluster::Notice::Cancel(id));
+                        CancelOutcome::Forwarded
+                    }
                     None => CancelOutcome::NotLive,
+                    Some(TaskState::Queued) if self.must_claim(id) => {
+                        // Answered once the claim says whose it is.
+                        self.pick(id, cluster::Pick::Cancel(reply));
+                        return;
+                    }
                     Some(TaskState::Running) => {
                         let _ = self.apply(id, Event::Cancel);
                         CancelOutcome::Requested
@@ -569,7 +623,9 @@ impl Engine {
                 });
             }
             Command::Wait { id, reply } => {
-                let rx = self.tasks.contains_key(&id).then(|| {
+                // With replicas, a task unknown here may be running elsewhere:
+                // its `done` notice (or the caller's own polling) ends the wait.
+                let rx = (self.tasks.contains_key(&id) || self.cluster.is_some()).then(|| {
                     let (tx, rx) = oneshot::channel();
                     self.waiters.entry(id).or_default().push(tx);
                     rx
@@ -583,6 +639,7 @@ impl Engine {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::Remote(news) => self.remote(news),
         }
     }
 
@@ -640,6 +697,9 @@ impl Engine {
         self.tasks.insert(id, live);
         self.queue.insert(queue_seq, id);
         self.stage(id);
+        if let Some(c) = self.cluster.as_mut() {
+            c.queued.push(id);
+        }
         self.metrics.tasks_submitted.inc();
         self.metrics.transition(None, TaskState::Queued);
         id
@@ -710,7 +770,10 @@ impl Engine {
                 .tasks
                 .get(&id)
                 .is_some_and(|l| l.lease.delegate == Some(delegate) && l.lease.epoch == epoch);
-            if !ours {
+            if !ours && self.cluster.is_some() && !self.tasks.contains_key(&id) {
+                // Perhaps a lease held through another replica: find out first.
+                self.foreign_lease(delegate, id, epoch);
+            } else if !ours {
                 // Its result (if any) will be refused too; tell it now so it stops.
                 self.refuse(
                     delegate,
@@ -733,6 +796,9 @@ impl Engine {
             self.free_credits -= u64::from(c.credits);
         }
         self.metrics.delegates_connected.dec();
+        if let Some(c) = self.cluster.as_mut() {
+            c.forget_delegate(delegate);
+        }
         for id in self.held_by(delegate) {
             let _ = self.apply(id, Event::SessionLost { delegate });
         }
@@ -826,6 +892,11 @@ impl Engine {
             return;
         };
         if !self.tasks.contains_key(&id) {
+            if self.cluster.is_some() {
+                // Kept until we know whether the lease is held through another replica.
+                self.foreign_event(delegate, id, epoch, event(delegate, epoch));
+                return;
+            }
             self.refuse(delegate, id, epoch, "lease is not active (task finished, lost or unknown)".into());
             return;
         }
@@ -858,6 +929,12 @@ impl Engine {
     fn logs_from(&mut self, delegate: DelegateId, logs: pb::TaskLogs) {
         let epoch = Epoch(logs.epoch);
         let Ok(id) = logs.task_id.parse::<TaskId>() else { return };
+        if !self.tasks.contains_key(&id)
+            && let Some(c) = self.cluster.as_mut()
+            && c.buffer_logs(delegate, id, epoch, &logs)
+        {
+            return;
+        }
         let holds = self.tasks.get(&id).is_some_and(|l| {
             l.lease.state == TaskState::Running
                 && l.lease.delegate == Some(delegate)
@@ -934,6 +1011,9 @@ impl Engine {
                     self.publish(id, kind, delegate, epoch, age_ms, detail, Some(after_state));
                 }
                 Effect::Requeue => {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.queued.push(id);
+                    }
                     if let Some(live) = self.tasks.get(&id) {
                         let (seq, deadline) = (live.queue_seq, live.queue_deadline_ms);
                         self.queue.insert(seq, id);
@@ -951,6 +1031,9 @@ impl Engine {
             }
             if after_state.is_final() {
                 self.tasks.remove(&id);
+                if let Some(c) = self.cluster.as_mut() {
+                    c.done.push(id);
+                }
                 // Every final transition persists, so the staged write is the final row.
                 let row = if self.finished.receiver_count() > 0 {
                     self.staged.get(&id).map(|w| Arc::new(w.record.clone()))
@@ -1070,6 +1153,10 @@ impl Engine {
                 && let Some(l) = self.tasks.get(&t.task)
             {
                 self.queue.remove(&l.queue_seq);
+                if self.must_claim(t.task) {
+                    self.pick(t.task, cluster::Pick::Expire);
+                    continue;
+                }
             }
             let _ = self.apply(t.task, event);
         }
@@ -1119,6 +1206,10 @@ impl Engine {
             }
             if self.now >= live.queue_deadline_ms {
                 self.queue.remove(&seq);
+                if self.must_claim(id) {
+                    self.pick(id, cluster::Pick::Expire);
+                    continue;
+                }
                 let explanation = self.explain(id);
                 let _ = self.apply(id, Event::QueueTimeout { explanation });
                 continue;
@@ -1129,7 +1220,12 @@ impl Engine {
                 self.candidates[i].credits -= 1;
                 self.free_credits -= 1;
                 placed = true;
-                let _ = self.apply(id, Event::Offer { to, ack_ms });
+                if self.must_claim(id) {
+                    // Offered once the claim is won (see `settle_picks`).
+                    self.pick(id, cluster::Pick::Offer(to));
+                } else {
+                    let _ = self.apply(id, Event::Offer { to, ack_ms });
+                }
             }
         }
         // Cut short: come back at once (without waiting for an event) to look at
@@ -1183,13 +1279,22 @@ impl Engine {
     // === commit and effects ===
 
     async fn commit(&mut self) -> Result<(), store::Error> {
-        if self.staged.is_empty() && self.logs.is_empty() && self.audit.is_empty() {
+        let staged = &self.staged;
+        let notices = match self.cluster.as_mut() {
+            Some(c) => {
+                c.take_notices(|id| staged.get(&id).is_none_or(|w| w.record.state == TaskState::Queued))
+            }
+            None => vec![],
+        };
+        if self.staged.is_empty() && self.logs.is_empty() && self.audit.is_empty() && notices.is_empty() {
             return Ok(());
         }
         let batch = Batch {
             tasks: self.staged.drain().map(|(_, w)| w).collect(),
             logs: std::mem::take(&mut self.logs),
             audit: std::mem::take(&mut self.audit),
+            notices,
+            owner: self.config.replica.clone(),
         };
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
@@ -1263,7 +1368,7 @@ mod tests {
     }
 
     /// An engine on the SQLite file in `dir` (created or reopened), and its store.
-    async fn engine_on(dir: &tempfile::TempDir) -> (Handle, Arc<dyn Store>) {
+    pub(super) async fn engine_on(dir: &tempfile::TempDir) -> (Handle, Arc<dyn Store>) {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
         store.migrate().await.unwrap();
@@ -1275,7 +1380,7 @@ mod tests {
         (handle, store)
     }
 
-    fn noop(pinned: Option<DelegateId>) -> pb::TaskSpec {
+    pub(super) fn noop(pinned: Option<DelegateId>) -> pb::TaskSpec {
         pb::TaskSpec {
             kind: "noop".into(),
             scope: Some(pb::Scope { account: "default".into(), ..Default::default() }),
@@ -1284,7 +1389,7 @@ mod tests {
         }
     }
 
-    async fn attach(
+    pub(super) async fn attach(
         h: &Handle,
         capacity: u32,
     ) -> (DelegateId, mpsc::UnboundedReceiver<Box<Result<pb::ManagerMessage, Status>>>) {
@@ -1296,7 +1401,7 @@ mod tests {
         (delegate, rx)
     }
 
-    async fn next_offer(
+    pub(super) async fn next_offer(
         rx: &mut mpsc::UnboundedReceiver<Box<Result<pb::ManagerMessage, Status>>>,
     ) -> pb::Offer {
         loop {
@@ -1307,7 +1412,7 @@ mod tests {
         }
     }
 
-    async fn next_finished(rx: &mut broadcast::Receiver<Arc<TaskRecord>>) -> Arc<TaskRecord> {
+    pub(super) async fn next_finished(rx: &mut broadcast::Receiver<Arc<TaskRecord>>) -> Arc<TaskRecord> {
         tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap()
     }
 

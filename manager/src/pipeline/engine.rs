@@ -189,6 +189,22 @@ pub struct Engine {
     pending: Vec<Pending>,
     /// Tasks to (re)submit after the commit.
     submits: Vec<(TaskId, pb::TaskSpec)>,
+    /// See [`Engine::resync_every`].
+    resync: Option<Duration>,
+}
+
+/// The engine's end of a [`Handle`] made before the engine starts (a
+/// replica that is not the leader yet serves handles nobody calls).
+pub struct Inbox {
+    rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<ExecEvent>,
+}
+
+/// A handle and the inbox an engine started later will serve.
+pub fn channel(store: Arc<dyn Store>) -> (Handle, Inbox) {
+    let (tx, rx) = mpsc::channel(4096);
+    let (events, _) = broadcast::channel(65_536);
+    (Handle { tx, events: events.clone(), store }, Inbox { rx, events })
 }
 
 impl Engine {
@@ -199,8 +215,18 @@ impl Engine {
         lease: lease::Handle,
         registry: Arc<Registry>,
     ) -> Result<(Engine, Handle), store::Error> {
-        let (tx, rx) = mpsc::channel(4096);
-        let (events, _) = broadcast::channel(65_536);
+        let (handle, inbox) = channel(store.clone());
+        Ok((Engine::start_with(store, lease, registry, inbox).await?, handle))
+    }
+
+    /// Like [`Engine::start`], serving an existing handle's inbox.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        lease: lease::Handle,
+        registry: Arc<Registry>,
+        inbox: Inbox,
+    ) -> Result<Engine, store::Error> {
+        let Inbox { rx, events } = inbox;
         let finished = lease.finished();
         let mut engine = Engine {
             store: store.clone(),
@@ -208,7 +234,7 @@ impl Engine {
             registry,
             rx,
             finished,
-            events: events.clone(),
+            events,
             execs: HashMap::new(),
             tasks: HashMap::new(),
             locks: Locks::default(),
@@ -218,9 +244,18 @@ impl Engine {
             inserts: vec![],
             pending: vec![],
             submits: vec![],
+            resync: None,
         };
         engine.restore().await?;
-        Ok((engine, Handle { tx, events, store }))
+        Ok(engine)
+    }
+
+    /// Re-reads the rows of running steps' tasks every `every`: with several
+    /// replicas a task may end on another one, and a missed notice must not
+    /// leave its step waiting forever.
+    pub fn resync_every(mut self, every: Duration) -> Self {
+        self.resync = Some(every);
+        self
     }
 
     async fn restore(&mut self) -> Result<(), store::Error> {
@@ -292,10 +327,14 @@ impl Engine {
     pub async fn run(mut self) -> Result<(), store::Error> {
         // Whatever restore produced (re-submits, lock grants) goes out first.
         self.flush().await?;
+        let mut resync = tokio::time::interval(self.resync.unwrap_or(Duration::from_secs(3600)));
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
         loop {
             let deadline = self.execs.values().filter_map(Execution::next_deadline).min();
             let sleep = deadline.map(|d| Duration::from_millis((d - now_ms()).max(0) as u64));
             tokio::select! {
+                _ = resync.tick(), if self.resync.is_some() && !self.tasks.is_empty() => self.resync_tasks().await?,
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => return Ok(()),

@@ -23,12 +23,15 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::defs;
 use super::delivery::{Verdict, judge};
 use super::secret::MasterKey;
 use super::start::{StartFailure, record, start};
+use crate::cluster::forward;
+use crate::cluster::leader::{self, Role};
 use crate::model::DEFAULT_ACCOUNT;
 use crate::model::entities::TriggerSource;
 use crate::pipeline::engine::Handle;
@@ -47,6 +50,8 @@ pub struct WebhookState {
     pub engine: Handle,
     /// Derives each trigger's secret.
     pub key: MasterKey,
+    /// Who leads: a follower relays deliveries to the leader, which runs them.
+    pub role: watch::Receiver<Role>,
 }
 
 /// The webhook routes, to merge into the manager's HTTP router.
@@ -69,6 +74,23 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
+    let mut role = s.role.clone();
+    match leader::known(&mut role, forward::WAIT_FOR_LEADER).await {
+        Role::Leader => {}
+        Role::Follower { http_url, .. } => {
+            let path = format!("/webhooks/{org}/{project}/{trigger}");
+            return match forward::webhook(&http_url, &path, &headers, body).await {
+                Ok((status, body)) => {
+                    let value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+                    (status, Json(value))
+                }
+                Err(e) => error_reply(StatusCode::SERVICE_UNAVAILABLE, e),
+            };
+        }
+        Role::Unknown => {
+            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "no replica leads yet; retry shortly");
+        }
+    }
     let t = TriggerRef::new(DEFAULT_ACCOUNT, &org, &project, &trigger);
     let not_found = || {
         error_reply(StatusCode::NOT_FOUND, format!("no enabled webhook trigger {org}/{project}/{trigger}"))

@@ -1,0 +1,128 @@
+//! One replica at a time leads: it runs the pipeline engine (executions,
+//! their concurrency locks and sequence numbers) and the cron scheduler, so
+//! execution steps and cron firings happen once. Leadership is a PostgreSQL
+//! advisory lock (see `store::postgres::leader`); the leader records when it
+//! took over, which is how the others find it to forward pipeline calls
+//! ([`super::forward`]). A leader that loses its lock connection stops the
+//! process: its engine's memory can no longer be trusted to be the only one.
+//! With SQLite there is one replica and it leads from the start.
+
+use std::time::Duration;
+
+use dray_shared::clock::now_ms;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::REPLICA_TTL;
+use crate::store::postgres::PgStore;
+use crate::store::replicas::{ReplicaRecord, ReplicaStore};
+
+/// How often a follower tries for the lock and a leader checks it holds it.
+pub const TRY_EVERY: Duration = Duration::from_secs(1);
+
+/// This replica's part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not known yet (starting, or no live leader registered yet).
+    Unknown,
+    /// This replica leads.
+    Leader,
+    /// Another replica leads; pipeline calls go to it.
+    Follower {
+        /// The leader's id.
+        id: String,
+        /// Its gRPC URL.
+        grpc_url: String,
+        /// Its HTTP URL (webhooks).
+        http_url: String,
+    },
+}
+
+/// The live replica that leads: the one that took over last.
+pub fn current(replicas: &[ReplicaRecord], now_ms: i64) -> Option<&ReplicaRecord> {
+    let ttl_ms = REPLICA_TTL.as_millis() as i64;
+    replicas
+        .iter()
+        .filter(|r| r.leader_ms.is_some() && !r.is_dead(now_ms, ttl_ms))
+        .max_by_key(|r| r.leader_ms)
+}
+
+/// Lost the leader lock: the process must stop.
+#[derive(Debug, thiserror::Error)]
+#[error("lost the leader lock: {0}")]
+pub struct Deposed(crate::store::Error);
+
+/// Campaigns until this replica leads (publishing who leads meanwhile on
+/// `role`), then holds the lock; returns only when the lock is lost.
+pub async fn run(store: &PgStore, me: &str, role: watch::Sender<Role>) -> Deposed {
+    let mut candidate = None;
+    loop {
+        let c = match candidate.as_mut() {
+            Some(c) => c,
+            None => match store.candidate().await {
+                Ok(c) => candidate.insert(c),
+                Err(e) => {
+                    warn!(error = %e, "Cannot open the leader-election connection; retrying.");
+                    tokio::time::sleep(TRY_EVERY).await;
+                    continue;
+                }
+            },
+        };
+        match c.try_lead().await {
+            Ok(true) => break,
+            Ok(false) => follow(store, me, &role).await,
+            Err(e) => {
+                warn!(error = %e, "Leader election failed; retrying.");
+                candidate = None;
+            }
+        }
+        tokio::time::sleep(TRY_EVERY).await;
+    }
+    let Some(mut lock) = candidate else { unreachable!("the loop only breaks while holding the lock") };
+    if let Err(e) = store.mark_leader(me, now_ms()).await {
+        // Followers find the leader by this mark; without it they keep asking.
+        warn!(error = %e, "Could not record the leadership; retrying with the heartbeat.");
+        let _ = store.mark_leader(me, now_ms()).await;
+    }
+    info!(replica = %me, "This replica leads: it drives pipeline executions and cron triggers.");
+    role.send_replace(Role::Leader);
+    loop {
+        tokio::time::sleep(TRY_EVERY).await;
+        if let Err(e) = lock.check().await {
+            return Deposed(e);
+        }
+    }
+}
+
+/// Publishes the current leader (if any) as this follower's role.
+async fn follow(store: &PgStore, me: &str, role: &watch::Sender<Role>) {
+    let replicas = match store.replicas().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "Cannot read the replicas to find the leader.");
+            return;
+        }
+    };
+    let next = match current(&replicas, now_ms()) {
+        Some(r) if r.id != me => {
+            Role::Follower { id: r.id.clone(), grpc_url: r.grpc_url.clone(), http_url: r.http_url.clone() }
+        }
+        _ => Role::Unknown,
+    };
+    role.send_if_modified(|old| {
+        if *old == next {
+            return false;
+        }
+        if let Role::Follower { id, grpc_url, .. } = &next {
+            info!(leader = %id, url = %grpc_url, "Following the leader replica.");
+        }
+        *old = next;
+        true
+    });
+}
+
+/// Waits until `role` is known, at most `wait`.
+pub async fn known(role: &mut watch::Receiver<Role>, wait: Duration) -> Role {
+    let _ = tokio::time::timeout(wait, role.wait_for(|r| *r != Role::Unknown)).await;
+    role.borrow().clone()
+}
