@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+pub mod cron;
 pub mod k8s_peer;
 pub mod moto;
 pub mod openbao;
@@ -93,7 +94,7 @@ impl Default for ManagerOpts {
 
 /// A running `dray server`.
 pub struct Manager {
-    /// Temp dir holding the data dir and logs.
+    /// Temp dir holding the logs, and the data dir unless this is a replica.
     pub dir: tempfile::TempDir,
     /// Store kind.
     pub kind: StoreKind,
@@ -103,6 +104,10 @@ pub struct Manager {
     pub grpc_port: u16,
     /// HTTP port.
     pub http_port: u16,
+    /// In `dir`, or the first replica's data dir for [`Manager::start_replica_of`].
+    data_dir: PathBuf,
+    /// Whether dropping this manager drops the PostgreSQL schema (only the first replica does).
+    owns_schema: bool,
     opts: ManagerOpts,
     child: Option<Child>,
 }
@@ -116,13 +121,39 @@ impl Manager {
     /// Starts a manager.
     pub fn start_with(kind: StoreKind, opts: ManagerOpts) -> anyhow::Result<Manager> {
         let schema = (kind == StoreKind::Postgres).then(|| format!("t_{}", uuid::Uuid::now_v7().simple()));
+        let dir = tempfile::tempdir()?;
         let mut m = Manager {
-            dir: tempfile::tempdir()?,
+            data_dir: dir.path().join("data"),
+            dir,
             kind,
             schema,
             grpc_port: free_port(),
             http_port: free_port(),
+            owns_schema: true,
             opts,
+            child: None,
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    /// Starts another replica next to `first`: the same data dir (so the same CA,
+    /// admin token and server certificate), the same database URL and schema and
+    /// the same options, but its own ports, log file and process. PostgreSQL only.
+    ///
+    /// The schema and data dir stay `first`'s: dropping `first` drops the schema
+    /// and deletes the data dir, so drop replicas before it (declare them after it).
+    pub fn start_replica_of(first: &Manager) -> anyhow::Result<Manager> {
+        anyhow::ensure!(first.kind == StoreKind::Postgres, "replicas share a PostgreSQL store, not SQLite");
+        let mut m = Manager {
+            dir: tempfile::tempdir()?,
+            kind: first.kind,
+            schema: first.schema.clone(),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            data_dir: first.data_dir(),
+            owns_schema: false,
+            opts: first.opts.clone(),
             child: None,
         };
         m.spawn()?;
@@ -131,7 +162,7 @@ impl Manager {
 
     /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone()
     }
 
     /// The manager's log file (all runs appended).
@@ -305,6 +336,12 @@ impl Manager {
     pub fn http(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.http_port, path)
     }
+
+    /// `dray get replicas -o json`: the replicas registered in the store.
+    pub fn replicas(&self) -> anyhow::Result<Vec<Value>> {
+        let out = self.cli_ok(&["get", "replicas", "-o", "json"])?;
+        Ok(serde_json::from_str::<Value>(&out)?.as_array().cloned().unwrap_or_default())
+    }
 }
 
 impl Drop for Manager {
@@ -320,7 +357,7 @@ impl Drop for Manager {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(schema) = &self.schema {
+        if let Some(schema) = self.schema.as_ref().filter(|_| self.owns_schema) {
             let _ = Command::new("psql")
                 .arg(pg_url())
                 .args(["-q", "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
@@ -518,6 +555,16 @@ impl Delegate {
         Ok(status.code())
     }
 
+    /// The manager URL of every session established so far, oldest first (from
+    /// the `Delegate connected.` log lines).
+    pub fn sessions(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("Delegate connected"))
+            .filter_map(|l| l.split_once("manager.url=")?.1.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
     /// The delegate id from its state dir.
     pub fn id(&self) -> anyhow::Result<String> {
         let v: Value =
@@ -662,6 +709,26 @@ impl Manager {
     /// `dray apply -f PATH`; returns stdout.
     pub fn apply(&self, path: &Path) -> anyhow::Result<String> {
         self.cli_ok(&["apply", "-f", &path.display().to_string()])
+    }
+
+    /// Applies YAML text (written to a temp dir, which is returned).
+    pub fn apply_yaml(&self, yaml: &str) -> anyhow::Result<tempfile::TempDir> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("fixtures.yaml"), yaml)?;
+        self.apply(dir.path())?;
+        Ok(dir)
+    }
+
+    /// `dray get executions --pipeline PIPELINE -o json`, newest first.
+    pub fn executions(&self, pipeline: &str) -> anyhow::Result<Vec<Value>> {
+        Ok(serde_json::from_str(&self.cli_ok(&[
+            "get",
+            "executions",
+            "--pipeline",
+            pipeline,
+            "-o",
+            "json",
+        ])?)?)
     }
 
     /// `dray run PIPELINE EXTRA…`; returns the execution id.

@@ -8,21 +8,16 @@ use std::time::Duration;
 use dray_tests::*;
 use serde_json::Value;
 
-fn replicas(m: &Manager) -> anyhow::Result<Vec<Value>> {
-    let out = m.cli_ok(&["get", "replicas", "-o", "json"])?;
-    Ok(serde_json::from_str::<Value>(&out)?.as_array().cloned().unwrap_or_default())
-}
-
 both_stores!(replicas_heartbeat_die_and_leave, |kind| -> anyhow::Result<()> {
     let mut m = Manager::start(kind)?;
-    let first = replicas(&m)?;
+    let first = m.replicas()?;
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!((first[0]["live"].as_bool(), first[0]["this"].as_bool()), (Some(true), Some(true)));
     assert_eq!(first[0]["grpcUrl"], m.url().as_str());
     let old = first[0]["id"].as_str().unwrap_or_default().to_string();
     let beat = first[0]["heartbeatMs"].as_i64().unwrap_or_default();
     let refreshed = wait_for("a newer heartbeat", Duration::from_secs(10), || {
-        replicas(&m).ok()?.into_iter().find(|r| r["heartbeatMs"].as_i64() > Some(beat))
+        m.replicas().ok()?.into_iter().find(|r| r["heartbeatMs"].as_i64() > Some(beat))
     })?;
     assert_eq!(refreshed["id"], old.as_str());
 
@@ -30,7 +25,7 @@ both_stores!(replicas_heartbeat_die_and_leave, |kind| -> anyhow::Result<()> {
     m.kill9();
     m.restart()?;
     let both = wait_for("the killed replica to be declared dead", Duration::from_secs(20), || {
-        let rs = replicas(&m).ok()?;
+        let rs = m.replicas().ok()?;
         let dead = rs.iter().find(|r| r["id"] == old.as_str() && r["live"] == false)?.clone();
         Some((rs, dead))
     })?;
@@ -48,7 +43,7 @@ both_stores!(replicas_heartbeat_die_and_leave, |kind| -> anyhow::Result<()> {
         (http_get(m.http_port, "/healthz").is_none()).then_some(())
     })?;
     m.restart()?;
-    let after = replicas(&m)?;
+    let after = m.replicas()?;
     assert!(after.iter().all(|r| r["id"] != new_id.as_str()), "{after:?}");
     Ok(())
 });

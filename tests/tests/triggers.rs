@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use dray_tests::cron::{CRON_FIXTURES, cron_fires, distinct};
 use dray_tests::*;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -104,55 +105,6 @@ trigger:
       spec: {}
 "#;
 
-/// A pipeline a cron trigger runs every two seconds, echoing the fire time.
-const CRON_FIXTURES: &str = r#"
-pipeline:
-  name: Tick
-  identifier: tick
-  variables:
-    - name: when
-      type: String
-      value: <+input>
-  stages:
-    - stage:
-        name: Tick
-        identifier: tick
-        type: Custom
-        spec:
-          execution:
-            steps:
-              - step:
-                  name: Say
-                  identifier: say
-                  type: ShellScript
-                  spec:
-                    shell: Bash
-                    source:
-                      type: Inline
-                      spec:
-                        script: echo "fired at <+pipeline.variables.when>"
----
-trigger:
-  name: Every two seconds
-  identifier: every2s
-  pipelineIdentifier: tick
-  inputs:
-    when: <+trigger.firedAt>
-  source:
-    type: Scheduled
-    spec:
-      type: Cron
-      spec:
-        expression: "*/2 * * * * *"
-"#;
-
-fn apply_yaml(m: &Manager, yaml: &str) -> anyhow::Result<tempfile::TempDir> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("fixtures.yaml"), yaml)?;
-    m.apply(dir.path())?;
-    Ok(dir)
-}
-
 fn delegate(m: &Manager) -> anyhow::Result<Delegate> {
     Delegate::enrol(m, "local", DelegateOpts { tags: vec!["local".into()], ..Default::default() })
 }
@@ -175,10 +127,6 @@ fn post(m: &Manager, path: &str, headers: &[(&str, &str)], body: &[u8]) -> anyho
         .ok_or_else(|| anyhow::anyhow!("POST {path}: no HTTP reply"))?;
     let reply = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((code, reply))
-}
-
-fn executions(m: &Manager, pipeline: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(serde_json::from_str(&m.cli_ok(&["get", "executions", "--pipeline", pipeline, "-o", "json"])?)?)
 }
 
 fn events(m: &Manager, trigger: &str) -> anyhow::Result<Vec<Value>> {
@@ -218,7 +166,7 @@ both_stores!(github_push_starts_once_per_delivery, |kind| -> anyhow::Result<()> 
     m.apply(&examples_dir())?;
     let (example_path, _) = webhook(&m, "release_on_push")?;
     assert_eq!(example_path, "/webhooks/default/default/release_on_push");
-    let _fixtures = apply_yaml(&m, FIXTURES)?;
+    let _fixtures = m.apply_yaml(FIXTURES)?;
 
     let (path, secret) = webhook(&m, "on_push")?;
     assert_eq!(path, "/webhooks/default/default/on_push");
@@ -275,7 +223,7 @@ both_stores!(github_push_starts_once_per_delivery, |kind| -> anyhow::Result<()> 
     assert_eq!(e["trigger"]["branch"], "main");
     let log = m.step_logs(&id, "say.echo")?;
     assert!(log.contains("branch=main sha=0a1b2c3d"), "{log}");
-    assert_eq!(executions(&m, "echo")?.len(), 1, "one execution for three signed deliveries");
+    assert_eq!(m.executions("echo")?.len(), 1, "one execution for three signed deliveries");
 
     let ev = events(&m, "on_push")?;
     assert_eq!(outcomes(&ev), ["skipped", "duplicate", "started", "refused", "refused"], "{ev:#?}");
@@ -294,7 +242,7 @@ both_stores!(github_push_starts_once_per_delivery, |kind| -> anyhow::Result<()> 
 both_stores!(gitlab_and_custom_webhooks, |kind| -> anyhow::Result<()> {
     let m = Manager::start(kind)?;
     let _d = delegate(&m)?;
-    let _fixtures = apply_yaml(&m, FIXTURES)?;
+    let _fixtures = m.apply_yaml(FIXTURES)?;
 
     // GitLab sends the secret itself as a token.
     let (path, secret) = webhook(&m, "gl_push")?;
@@ -366,45 +314,22 @@ both_stores!(gitlab_and_custom_webhooks, |kind| -> anyhow::Result<()> {
     let ev = events(&m, "custom_incomplete")?;
     assert_eq!(outcomes(&ev), ["failed"], "{ev:#?}");
     assert_eq!(ev[0]["reason"], reply["error"]);
-    assert_eq!(executions(&m, "echo")?.len(), 3, "GitLab once, custom twice");
+    assert_eq!(m.executions("echo")?.len(), 3, "GitLab once, custom twice");
     Ok(())
 });
-
-/// Executions of `tick`, checked to be this trigger's fires; returns their fire times.
-fn cron_fires(m: &Manager) -> anyhow::Result<Vec<i64>> {
-    let mut fires = Vec::new();
-    for e in executions(m, "tick")? {
-        assert_eq!(e["triggeredBy"], "trigger:every2s", "{e:#}");
-        assert_eq!(e["trigger"]["type"], "Scheduled", "{e:#}");
-        assert_eq!(e["trigger"]["cron"], "*/2 * * * * *", "{e:#}");
-        let at = e["trigger"]["firedAt"].as_i64().unwrap_or_else(|| panic!("no firedAt: {e:#}"));
-        assert_eq!(at % 2000, 0, "fires fall on even seconds: {at}");
-        assert_eq!(
-            e["inputs"]["pipeline.variables.when"].as_str().or(e["inputs"]["when"].as_str()),
-            Some(at.to_string().as_str()),
-            "{e:#}"
-        );
-        fires.push(at);
-    }
-    Ok(fires)
-}
 
 fn wait_fires(m: &Manager, at_least: usize) -> anyhow::Result<Vec<i64>> {
     wait_for(&format!("{at_least} cron executions"), T, || cron_fires(m).ok().filter(|f| f.len() >= at_least))
 }
 
-fn distinct(fires: &[i64]) -> bool {
-    fires.iter().collect::<HashSet<_>>().len() == fires.len()
-}
-
 both_stores!(cron_fires_once_per_time_across_restarts, |kind| -> anyhow::Result<()> {
     let mut m = Manager::start(kind)?;
     let _d = delegate(&m)?;
-    let _fixtures = apply_yaml(&m, CRON_FIXTURES)?;
+    let _fixtures = m.apply_yaml(CRON_FIXTURES)?;
 
     let fires = wait_fires(&m, 2)?;
     assert!(distinct(&fires), "{fires:?}");
-    let first = executions(&m, "tick")?;
+    let first = m.executions("tick")?;
     let id = first.last().and_then(|e| e["id"].as_str()).unwrap_or_default().to_string();
     let e = succeeded(&m, &id)?;
     let at = e["trigger"]["firedAt"].as_i64().unwrap_or_default();
@@ -419,7 +344,7 @@ both_stores!(cron_fires_once_per_time_across_restarts, |kind| -> anyhow::Result<
     let ev = events(&m, "every2s")?;
     assert!(ev.iter().all(|e| e["event"] == "cron"), "{ev:#?}");
     let ids: HashSet<String> =
-        executions(&m, "tick")?.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect();
+        m.executions("tick")?.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect();
     let recorded: HashSet<String> = ev
         .iter()
         .filter(|e| e["outcome"] == "started" || e["outcome"] == "duplicate")
