@@ -377,3 +377,70 @@ fn leader(rs: &[Manager]) -> anyhow::Result<Option<usize>> {
     let url = listed.iter().find(|r| r["leader"] == true).and_then(|r| r["grpcUrl"].as_str());
     Ok(url.and_then(|u| rs.iter().position(|m| m.url() == u)))
 }
+
+const RELEASE_HOOK: &str = r#"
+pipeline:
+  name: Release
+  identifier: release
+  variables:
+    - name: version
+      type: String
+      value: <+input>
+  stages:
+    - stage:
+        name: Say
+        identifier: say
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  name: Echo
+                  identifier: echo
+                  type: ShellScript
+                  spec: { shell: Bash, source: { type: Inline, spec: { script: "echo version=<+pipeline.variables.version>" } } }
+---
+trigger:
+  name: Release hook
+  identifier: release_hook
+  pipelineIdentifier: release
+  inputs:
+    version: <+trigger.payload.version>
+  source:
+    type: Webhook
+    spec:
+      type: Custom
+      spec: {}
+"#;
+
+/// A webhook delivery posted to a replica that does not lead is relayed to the
+/// leader: the same answer (202 with the execution), one execution, and the
+/// same delivery id posted to the other replica is a duplicate of it.
+#[test]
+fn webhook_deliveries_to_any_replica_start_one_execution() -> anyhow::Result<()> {
+    let rs = Cluster::start(2)?;
+    let _d = delegate_on(&rs[0], &[&rs[0], &rs[1]], "local", DelegateOpts::default())?;
+    let _fixtures = rs[0].apply_yaml(RELEASE_HOOK)?;
+    let leader_at = leader(&rs)?.context("a replica leads")?;
+    let follower = &rs[1 - leader_at];
+    let v: Value =
+        serde_json::from_str(&follower.cli_ok(&["trigger", "webhook-url", "release_hook", "-o", "json"])?)?;
+    let (path, secret) = (v["path"].as_str().unwrap_or_default(), v["secret"].as_str().unwrap_or_default());
+    let bearer = format!("Bearer {secret}");
+    let headers = [("Authorization", bearer.as_str()), ("X-Dray-Delivery", "rel-7")];
+    let body = br#"{"version": "7.0"}"#;
+    let (code, text) =
+        http_post(follower.http_port, path, &headers, body).context("no reply from the follower")?;
+    assert_eq!(code, 202, "{text}");
+    let reply: Value = serde_json::from_str(&text)?;
+    let id = reply["executionId"].as_str().context("an execution id")?.to_string();
+    let e = follower.wait_execution(&id, &["Succeeded", "Failed", "Aborted"], T)?;
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+
+    // The same delivery again, this time to the leader: nothing new starts.
+    let (code, text) = http_post(rs[leader_at].http_port, path, &headers, body).context("no reply")?;
+    assert_eq!(code, 202, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["executionId"], id.as_str());
+    assert_eq!(rs[leader_at].executions("release")?.len(), 1);
+    Ok(())
+}

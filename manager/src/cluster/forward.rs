@@ -117,6 +117,13 @@ where
                         Ok(c) => c,
                         Err(status) => return Ok(status.into_http()),
                     };
+                    // A channel is a buffer: it must be ready before each call.
+                    if let Err(e) = futures::future::poll_fn(|cx| channel.poll_ready(cx)).await {
+                        return Ok(Status::unavailable(format!(
+                            "the leader replica {id} at {grpc_url} is unreachable: {e}"
+                        ))
+                        .into_http());
+                    }
                     match channel.call(req).await {
                         Ok(resp) => Ok(resp),
                         Err(e) => Ok(Status::unavailable(format!(

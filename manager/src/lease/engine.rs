@@ -770,7 +770,7 @@ impl Engine {
                 .tasks
                 .get(&id)
                 .is_some_and(|l| l.lease.delegate == Some(delegate) && l.lease.epoch == epoch);
-            if !ours && self.cluster.is_some() && !self.tasks.contains_key(&id) {
+            if !ours && self.cluster.is_some() && !self.owned_here(id) {
                 // Perhaps a lease held through another replica: find out first.
                 self.foreign_lease(delegate, id, epoch);
             } else if !ours {
@@ -891,7 +891,7 @@ impl Engine {
             warn!(delegate.id = %delegate, task.id = task, "Delegate sent a malformed task id.");
             return;
         };
-        if !self.tasks.contains_key(&id) {
+        if !self.owned_here(id) {
             if self.cluster.is_some() {
                 // Kept until we know whether the lease is held through another replica.
                 self.foreign_event(delegate, id, epoch, event(delegate, epoch));
@@ -929,7 +929,7 @@ impl Engine {
     fn logs_from(&mut self, delegate: DelegateId, logs: pb::TaskLogs) {
         let epoch = Epoch(logs.epoch);
         let Ok(id) = logs.task_id.parse::<TaskId>() else { return };
-        if !self.tasks.contains_key(&id)
+        if !self.owned_here(id)
             && let Some(c) = self.cluster.as_mut()
             && c.buffer_logs(delegate, id, epoch, &logs)
         {

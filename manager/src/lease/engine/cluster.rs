@@ -167,6 +167,13 @@ impl Engine {
         self.cluster.is_some() && !self.staged.contains_key(&id)
     }
 
+    /// Whether this replica holds the task's live state. With replicas, a
+    /// queued copy does not count: a delegate speaking of the task holds it
+    /// through whoever claimed it since.
+    pub(super) fn owned_here(&self, id: TaskId) -> bool {
+        self.tasks.get(&id).is_some_and(|l| self.cluster.is_none() || l.lease.state != TaskState::Queued)
+    }
+
     pub(super) fn pick(&mut self, id: TaskId, pick: Pick) {
         if let Some(c) = self.cluster.as_mut() {
             c.picks.push((id, pick));
@@ -323,6 +330,11 @@ impl Engine {
 
     /// A delegate here holds `id` at `epoch`, which this replica does not know.
     pub(super) fn foreign_lease(&mut self, delegate: DelegateId, id: TaskId, epoch: Epoch) {
+        if self.tasks.get(&id).is_some_and(|l| l.lease.state == TaskState::Queued) {
+            // A stale queued copy: somebody claimed it since.
+            self.metrics.forget(TaskState::Queued);
+            self.tasks.remove(&id);
+        }
         let now = self.now;
         if let Some(c) = self.cluster.as_mut() {
             c.foreign.insert(
@@ -694,7 +706,9 @@ mod tests {
         let now = dray_shared::clock::now_ms();
         store.heartbeat_replica(&registered("a", now + 60_000)).await.unwrap();
         let d = DelegateId::new();
-        let id = a.submit(vec![noop(None)]).await.unwrap()[0];
+        // Submitted through B, which keeps a queued copy; run through A.
+        let id = b.submit(vec![noop(None)]).await.unwrap()[0];
+        a.remote(Remote::Queued(vec![store.get_task(id).await.unwrap().unwrap()])).await.unwrap();
         let mut rx = connect(&a, d, 1, vec![]).await;
         let offer = next_offer(&mut rx).await;
         let ack = pb::OfferAck { task_id: offer.task_id.clone(), epoch: offer.epoch };
@@ -706,6 +720,7 @@ mod tests {
         a.detach(d, 1).await;
 
         let mut finished = b.finished();
+        // B's stale queued copy does not make it refuse the lease.
         let held = vec![pb::LeaseRef { task_id: id.to_string(), epoch: offer.epoch }];
         let _rx_b = connect(&b, d, 1, held).await;
         b.inbound(d, 1, done(id, offer.epoch)).await.unwrap();
