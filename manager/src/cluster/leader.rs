@@ -79,6 +79,14 @@ pub async fn run(store: &PgStore, me: &str, role: watch::Sender<Role>) -> Depose
         tokio::time::sleep(TRY_EVERY).await;
     }
     let Some(mut lock) = candidate else { unreachable!("the loop only breaks while holding the lock") };
+    // A previous leader that still looks alive lost its lock connection, not
+    // necessarily its process: give it time to notice and stop (it checks
+    // every second) before driving executions here.
+    if let Ok(replicas) = store.replicas().await
+        && current(&replicas, now_ms()).is_some_and(|r| r.id != me)
+    {
+        tokio::time::sleep(2 * TRY_EVERY).await;
+    }
     if let Err(e) = store.mark_leader(me, now_ms()).await {
         // Followers find the leader by this mark; without it they keep asking.
         warn!(error = %e, "Could not record the leadership; retrying with the heartbeat.");
@@ -125,4 +133,34 @@ async fn follow(store: &PgStore, me: &str, role: &watch::Sender<Role>) {
 pub async fn known(role: &mut watch::Receiver<Role>, wait: Duration) -> Role {
     let _ = tokio::time::timeout(wait, role.wait_for(|r| *r != Role::Unknown)).await;
     role.borrow().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: &str, heartbeat_ms: i64, leader_ms: Option<i64>) -> ReplicaRecord {
+        ReplicaRecord {
+            id: id.into(),
+            grpc_url: format!("https://{id}:7443"),
+            http_url: String::new(),
+            started_ms: 0,
+            heartbeat_ms,
+            leader_ms,
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_live_replica_that_took_over_last() {
+        let now = 100_000;
+        let fresh = now - 1_000;
+        let stale = now - REPLICA_TTL.as_millis() as i64 - 1;
+        let rs =
+            [replica("old", stale, Some(50)), replica("new", fresh, Some(90)), replica("f", fresh, None)];
+        assert_eq!(current(&rs, now).map(|r| r.id.as_str()), Some("new"));
+        // A dead leader is nobody's leader, even if it took over last.
+        let rs = [replica("a", fresh, Some(10)), replica("b", stale, Some(90))];
+        assert_eq!(current(&rs, now).map(|r| r.id.as_str()), Some("a"));
+        assert_eq!(current(&[replica("f", fresh, None)], now), None, "nobody leads yet");
+    }
 }

@@ -100,9 +100,18 @@ pub(super) fn stored_task_id(id: String) -> Result<TaskId> {
 }
 
 /// Implements [`ReplicaStore`] for a backend; `$lock` is the row-lock clause
-/// of the claim's inner select (empty where the backend has a single writer).
+/// of the claim's inner select (empty where the backend has a single writer),
+/// `$async_claim` whether a claim may commit without waiting for its flush.
+///
+/// A claim needs no flush of its own (PostgreSQL `synchronous_commit = off`
+/// for its transaction): nothing is offered until the turn's batch commits,
+/// and that durable commit flushes the log up to and including the claim. A
+/// crash before then loses both, and nobody was told anything.
 macro_rules! impl_replica_store {
-    ($store:ty, $db:ty, writer: $writer:ident, reader: $reader:ident, lock: $lock:literal) => {
+    (
+        $store:ty, $db:ty, writer: $writer:ident, reader: $reader:ident, lock: $lock:literal,
+        async_claim: $async_claim:literal
+    ) => {
         #[async_trait::async_trait]
         impl $crate::store::replicas::ReplicaStore for $store {
             async fn heartbeat_replica(
@@ -184,7 +193,12 @@ macro_rules! impl_replica_store {
                     list.push_bind(id.to_string());
                 }
                 q.push(")").push($lock).push(") RETURNING id, version, epoch");
-                let rows = q.build().persistent(false).fetch_all(&self.$writer).await.map_err(db_error)?;
+                let mut tx = self.$writer.begin().await.map_err(db_error)?;
+                if $async_claim {
+                    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.map_err(db_error)?;
+                }
+                let rows = q.build().persistent(false).fetch_all(&mut *tx).await.map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
                         let version: i64 = r.try_get("version").map_err(db_error)?;

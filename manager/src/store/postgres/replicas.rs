@@ -3,4 +3,4 @@
 
 use super::PgStore;
 
-crate::store::replicas::impl_replica_store!(PgStore, sqlx::Postgres, writer: pool, reader: pool, lock: " FOR UPDATE SKIP LOCKED");
+crate::store::replicas::impl_replica_store!(PgStore, sqlx::Postgres, writer: pool, reader: pool, lock: " FOR UPDATE SKIP LOCKED", async_claim: true);

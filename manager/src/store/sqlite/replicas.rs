@@ -3,4 +3,4 @@
 
 use super::SqliteStore;
 
-crate::store::replicas::impl_replica_store!(SqliteStore, sqlx::Sqlite, writer: writer, reader: reader, lock: "");
+crate::store::replicas::impl_replica_store!(SqliteStore, sqlx::Sqlite, writer: writer, reader: reader, lock: "", async_claim: false);
