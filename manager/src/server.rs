@@ -12,7 +12,7 @@ use dray_shared::pb::{self, api_server::ApiServer, delegate_service_server::Dele
 use tokio::sync::watch as watch_channel;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::cluster::forward::{Relay, ToLeader};
 use crate::cluster::leader::{self, Role};
@@ -55,6 +55,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if pg.is_some() {
         // Other replicas may share this database: claim before offering.
         engine_config.replica = Some(replica.id.clone());
+        let takeover = crate::cluster::REPLICA_TTL + 2 * crate::cluster::HEARTBEAT;
+        if engine_config.lease_ttl <= takeover {
+            warn!(
+                lease_ttl = ?engine_config.lease_ttl,
+                takeover = ?takeover,
+                "The lease TTL is shorter than the time other replicas take to adopt a dead replica's leases: \
+                 tasks running through a replica that dies may be lost. Use a longer --lease-ttl."
+            );
+        }
     }
     let (engine, handle) = Engine::start(store.clone(), engine_config, metrics.clone())
         .await
