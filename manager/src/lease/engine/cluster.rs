@@ -375,7 +375,10 @@ impl Engine {
         let store = Arc::clone(&self.store);
         if !adopted.is_empty() {
             for row in retrying("adopted tasks read", || store.tasks_by_ids(&adopted)).await? {
-                if row.state == TaskState::Running && !self.tasks.contains_key(&row.id) {
+                if row.state == TaskState::Running && !self.owned_here(row.id) {
+                    if self.tasks.remove(&row.id).is_some() {
+                        self.metrics.forget(TaskState::Queued); // a stale queued copy
+                    }
                     self.load_owned(row).await?;
                 }
             }
@@ -695,6 +698,34 @@ mod tests {
             (stored.state, stored.epoch),
             (TaskState::Succeeded, Epoch(1)),
             "recorded once, not re-run"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_adopted_lease_replaces_a_stale_queued_copy_and_is_tracked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, store) = replica(&dir, "a").await;
+        let d = DelegateId::new();
+        let row = running_elsewhere(&*store, "dead", d).await;
+        // A heard of the task while it was queued, and still holds that copy.
+        let queued = TaskRecord { state: TaskState::Queued, epoch: Epoch(0), version: 1, ..row.clone() };
+        a.remote(Remote::Queued(vec![queued])).await.unwrap();
+        let adopted = store.adopt_tasks("dead", "a").await.unwrap();
+        assert_eq!(adopted.running, vec![row.id]);
+        a.remote(Remote::Adopted(adopted.running)).await.unwrap();
+        // Adoption loads the rows during the turn, after its commands are answered.
+        let mut leases = vec![];
+        for _ in 0..50 {
+            leases = a.snapshot().await.unwrap().leases;
+            if !leases.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(leases.len(), 1, "the adopted lease is tracked (and will expire if nobody comes back)");
+        assert_eq!(
+            (leases[0].task_id.clone(), leases[0].state),
+            (row.id.to_string(), TaskState::Running as i32)
         );
     }
 
