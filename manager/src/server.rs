@@ -105,14 +105,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("building gRPC reflection")?;
     let delegate_svc =
         DelegateSvc::new(store.clone(), handle.clone(), materials.ca.clone(), config.delegate_cert_ttl);
-    let api_svc = ApiSvc::new(store.clone(), handle.clone(), replica.id.clone());
+    let relay = Relay::new(materials.ca.cert_pem.clone());
+    let api_svc = ApiSvc::new(store.clone(), handle.clone(), replica.id.clone(), relay.clone());
     let pipelines_svc = ToLeader::new(
         PipelinesServer::with_interceptor(
             PipelinesSvc::new(store.clone(), pipelines_handle.clone()),
             bearer_check(materials.admin_token.clone()),
         ),
         role_rx.clone(),
-        Relay::new(materials.ca.cert_pem.clone()),
+        relay,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_grpc = stop_rx.clone();

@@ -444,3 +444,33 @@ fn webhook_deliveries_to_any_replica_start_one_execution() -> anyhow::Result<()>
     assert_eq!(rs[leader_at].executions("release")?.len(), 1);
     Ok(())
 }
+
+/// Leases and delegate sessions live in the replica holding them; listing them
+/// through any replica shows every replica's, each marked with where it is held.
+#[test]
+fn leases_and_delegates_are_listed_through_any_replica() -> anyhow::Result<()> {
+    let rs = Cluster::start(2)?;
+    let (a, b) = (&rs[0], &rs[1]);
+    let _d = delegate_on(b, &[b], "on-b", DelegateOpts::default())?;
+    let b_id = b.replicas()?.into_iter().find(|r| r["this"] == true).context("B lists itself")?["id"].clone();
+    let work = tempfile::tempdir()?;
+    let go = work.path().join("go");
+    let id = a.run_task(&format!("while [ ! -e {} ]; do sleep 0.1; done", go.display()), &[])?;
+    a.wait_state(&id, &["running"], T)?;
+
+    let delegates = a.delegates()?;
+    let d = delegates.iter().find(|d| d["name"] == "on-b").context("listed")?;
+    assert_eq!((d["connected"].as_bool(), &d["replica"]), (Some(true), &b_id), "{d}");
+    assert_eq!(d["running"], 1, "{d}");
+    let leases: Vec<Value> = serde_json::from_str(&a.cli_ok(&["get", "leases", "-o", "json"])?)?;
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(
+        (&leases[0]["task_id"], &leases[0]["replica"]),
+        (&Value::from(id.as_str()), &b_id),
+        "{leases:?}"
+    );
+
+    std::fs::write(&go, "")?;
+    succeeded(a, &id)?;
+    Ok(())
+}

@@ -626,7 +626,7 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
         }
         GetCmd::Delegates => {
             let ds: Vec<DelegateView> = c
-                .list_delegates(pb::ListDelegatesRequest {})
+                .list_delegates(pb::ListDelegatesRequest { local: false })
                 .await
                 .map_err(status)?
                 .into_inner()
@@ -703,7 +703,7 @@ async fn get(c: &mut Client, cmd: GetCmd, fmt: Format) -> anyhow::Result<i32> {
         GetCmd::Entity(_) => bail!("entities are served by `entities::get`"),
         GetCmd::Leases => {
             let ls: Vec<LeaseView> = c
-                .list_leases(pb::ListLeasesRequest {})
+                .list_leases(pb::ListLeasesRequest { local: false })
                 .await
                 .map_err(status)?
                 .into_inner()

@@ -105,6 +105,8 @@ pub struct DelegateView {
     pub running: u32,
     /// Unix ms.
     pub last_seen_ms: i64,
+    /// The manager replica its session is on, when connected.
+    pub replica: String,
 }
 
 impl From<pb::Delegate> for DelegateView {
@@ -120,6 +122,7 @@ impl From<pb::Delegate> for DelegateView {
             free: d.free,
             running: d.running,
             last_seen_ms: d.last_seen_ms,
+            replica: d.replica,
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct LeaseView {
     pub since_ms: i64,
     /// Unix ms of the ack deadline / lease expiry.
     pub expires_ms: i64,
+    /// The manager replica the lease is held through.
+    pub replica: String,
 }
 
 impl From<pb::Lease> for LeaseView {
@@ -153,6 +158,7 @@ impl From<pb::Lease> for LeaseView {
             epoch: l.epoch,
             since_ms: l.since_ms,
             expires_ms: l.expires_ms,
+            replica: l.replica,
         }
     }
 }

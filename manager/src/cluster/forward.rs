@@ -49,7 +49,8 @@ impl Relay {
         Relay { ca_pem: Arc::new(ca_pem), channels: Arc::default() }
     }
 
-    fn channel(&self, url: &str) -> Result<Channel, Status> {
+    /// A (lazily connected, cached) channel to the replica at `url`.
+    pub fn channel(&self, url: &str) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());

@@ -33,6 +33,8 @@ pub struct ApiSvc {
     entities: super::entities_svc::EntitiesSvc,
     /// This process's replica id (to mark it in `ListReplicas`).
     replica: String,
+    /// The other replicas, for views that span them.
+    peers: super::peers::Peers,
 }
 
 /// A tonic interceptor accepting only `authorization: Bearer <admin token>`.
@@ -109,10 +111,16 @@ impl ApiSvc {
     }
 
     /// An API over `store` and `engine`.
-    pub fn new(store: Arc<dyn Store>, engine: Handle, replica: String) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Handle,
+        replica: String,
+        relay: crate::cluster::forward::Relay,
+    ) -> Self {
         let entities =
             super::entities_svc::EntitiesSvc::new(store.clone(), crate::model::StepTypes::builtin());
-        ApiSvc { store, engine, entities, replica }
+        let peers = super::peers::Peers::new(store.clone(), replica.clone(), relay);
+        ApiSvc { store, engine, entities, replica, peers }
     }
 
     async fn names(&self) -> Result<HashMap<DelegateId, String>, Status> {
@@ -399,7 +407,7 @@ impl Api for ApiSvc {
 
     async fn list_delegates(
         &self,
-        _req: Request<pb::ListDelegatesRequest>,
+        req: Request<pb::ListDelegatesRequest>,
     ) -> Result<Response<pb::ListDelegatesResponse>, Status> {
         let live: HashMap<DelegateId, _> =
             self.engine.snapshot().await?.sessions.into_iter().map(|s| (s.delegate, s)).collect();
@@ -422,9 +430,34 @@ impl Api for ApiSvc {
                     enrolled_ms: d.enrolled_ms,
                     last_seen_ms: if s.is_some() { now_ms() } else { d.last_seen_ms },
                     running: s.map(|s| s.running).unwrap_or(0),
+                    replica: if s.is_some() { self.replica.clone() } else { String::new() },
                 }
             })
             .collect();
+        let mut delegates: Vec<pb::Delegate> = delegates;
+        if !req.get_ref().local {
+            // A delegate's session is on one replica: take that replica's view of it.
+            let asked = self
+                .peers
+                .ask(req.metadata().get("authorization"), |mut c| async move {
+                    Ok(c.list_delegates(pb::ListDelegatesRequest { local: true })
+                        .await?
+                        .into_inner()
+                        .delegates)
+                })
+                .await?;
+            let connected: HashMap<String, pb::Delegate> = asked
+                .into_iter()
+                .flat_map(|(_, ds)| ds)
+                .filter(|d| d.connected)
+                .map(|d| (d.id.clone(), d))
+                .collect();
+            for d in delegates.iter_mut().filter(|d| !d.connected) {
+                if let Some(there) = connected.get(&d.id) {
+                    *d = there.clone();
+                }
+            }
+        }
         Ok(Response::new(pb::ListDelegatesResponse { delegates }))
     }
 
@@ -459,9 +492,21 @@ impl Api for ApiSvc {
 
     async fn list_leases(
         &self,
-        _req: Request<pb::ListLeasesRequest>,
+        req: Request<pb::ListLeasesRequest>,
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         let mut leases = self.engine.snapshot().await?.leases;
+        for l in &mut leases {
+            l.replica = self.replica.clone();
+        }
+        if !req.get_ref().local {
+            let asked = self
+                .peers
+                .ask(req.metadata().get("authorization"), |mut c| async move {
+                    Ok(c.list_leases(pb::ListLeasesRequest { local: true }).await?.into_inner().leases)
+                })
+                .await?;
+            leases.extend(asked.into_iter().flat_map(|(_, ls)| ls));
+        }
         leases.sort_by_key(|l| l.since_ms);
         Ok(Response::new(pb::ListLeasesResponse { leases }))
     }

@@ -1252,6 +1252,7 @@ impl Engine {
                 state: l.lease.state as i32,
                 since_ms: l.lease.since_ms,
                 expires_ms: l.lease.deadline_ms,
+                replica: self.config.replica.clone().unwrap_or_default(),
             })
             .collect();
         let mut running: HashMap<DelegateId, u32> = HashMap::new();
