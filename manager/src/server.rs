@@ -50,6 +50,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let replica =
         Replica::new(replica_url(&config, "https", grpc_addr), replica_url(&config, "http", http_addr));
 
+    // Registered before the engine can own a task: other replicas adopt the
+    // tasks of owners they do not find registered.
+    replica.register(&*store).await.context("registering this replica")?;
     let metrics = Arc::new(Metrics::new());
     let mut engine_config = config.engine.clone();
     if pg.is_some() {
@@ -145,7 +148,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut grpc_task = tokio::spawn(grpc);
     let mut http_task = tokio::spawn(async move { http.await });
 
-    replica.register(&*store).await.context("registering this replica")?;
     let mut heartbeat_task = tokio::spawn(replica.clone().heartbeat(store.clone()));
     let mut cluster_task = tokio::spawn(cluster(pg.clone(), replica.id.clone(), handle.clone(), role_tx));
     if pg.is_none() {
@@ -191,6 +193,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     leading_task.abort();
     cluster_task.abort();
     heartbeat_task.abort();
+    // The engine stops before the registration goes: then other replicas adopt
+    // what it owned, and nothing here writes over them.
+    if !engine_task.is_finished() {
+        engine_task.abort();
+        let _ = (&mut engine_task).await;
+    }
     replica.deregister(&*store).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), grpc_task).await;

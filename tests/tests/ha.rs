@@ -165,6 +165,24 @@ fn tasks_submitted_on_one_replica_run_on_delegates_of_others() -> anyhow::Result
 
 #[test]
 fn kill9_of_a_replica_mid_task_loses_nothing() -> anyhow::Result<()> {
+    replica_gone_mid_task(Manager::kill9)
+}
+
+/// A clean stop (a rolling upgrade) deregisters the replica at once; what it
+/// owned is adopted as an unregistered owner's.
+#[test]
+fn a_replica_stopped_cleanly_mid_task_loses_nothing() -> anyhow::Result<()> {
+    replica_gone_mid_task(|m| {
+        signal(m.pid().expect("running"), nix::sys::signal::Signal::SIGTERM);
+        let _ = wait_for("the replica to stop", Duration::from_secs(20), || {
+            http_get(m.http_port, "/healthz").is_none().then_some(())
+        });
+    })
+}
+
+/// A task runs on a delegate through B, B goes (`stop`), the delegate moves
+/// to A and the task finishes there: once, recorded once.
+fn replica_gone_mid_task(stop: impl FnOnce(&mut Manager)) -> anyhow::Result<()> {
     let mut rs = Cluster::start(2)?;
     let work = tempfile::tempdir()?;
     let runs = marker(work.path(), "runs");
@@ -181,7 +199,7 @@ fn kill9_of_a_replica_mid_task_loses_nothing() -> anyhow::Result<()> {
     rs[0].wait_state(&id, &["running"], Duration::from_secs(20))?;
     wait_for("the script to start", Duration::from_secs(20), || (count_lines(&runs) == 1).then_some(()))?;
 
-    rs[1].kill9();
+    stop(&mut rs[1]);
     d.wait_connected(2)?;
     assert_eq!(d.sessions()[1], a_url, "moved to the surviving replica: {}", d.log());
 
@@ -472,5 +490,26 @@ fn leases_and_delegates_are_listed_through_any_replica() -> anyhow::Result<()> {
 
     std::fs::write(&go, "")?;
     succeeded(a, &id)?;
+    Ok(())
+}
+
+/// A replica stops cleanly (leaving the registry) and its delegate is gone
+/// too: another replica adopts the running task as an unregistered owner's and
+/// its lease runs out there, so the task ends as lost instead of staying
+/// running forever.
+#[test]
+fn a_task_whose_replica_and_delegate_both_went_is_lost_not_stuck() -> anyhow::Result<()> {
+    let mut rs = Cluster::start(2)?;
+    let mut d = delegate_on(&rs[1], &[&rs[1]], "short-lived", DelegateOpts::default())?;
+    let id = rs[0].run_task("sleep 600", &[])?;
+    rs[0].wait_state(&id, &["running"], T)?;
+    d.kill9();
+    let b = &mut rs[1];
+    signal(b.pid().expect("running"), nix::sys::signal::Signal::SIGTERM);
+    wait_for("B to stop", Duration::from_secs(20), || {
+        http_get(b.http_port, "/healthz").is_none().then_some(())
+    })?;
+    let t = rs[0].wait_state(&id, FINAL, T)?;
+    assert_eq!(t["state"], "lost", "{t}\n{}", rs[0].log());
     Ok(())
 }

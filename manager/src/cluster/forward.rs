@@ -154,12 +154,19 @@ pub async fn webhook(
     let uri: http::Uri = format!("{}{path}", http_url.trim_end_matches('/'))
         .parse()
         .map_err(|e| format!("leader HTTP URL {http_url}: {e}"))?;
+    if headers.contains_key(RELAYED) {
+        return Err(format!(
+            "a delivery relayed to the leader reached a follower: {http_url} does not reach the leader; \
+             set --replica-host and an --http-addr the other replicas reach"
+        ));
+    }
     let mut req = http::Request::post(uri).body(axum::body::Body::from(body)).map_err(|e| e.to_string())?;
     for (name, value) in headers {
         if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
             req.headers_mut().append(name, value.clone());
         }
     }
+    req.headers_mut().insert(RELAYED, http::HeaderValue::from_static("1"));
     let client = Client::builder(TokioExecutor::new()).build_http::<axum::body::Body>();
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await

@@ -50,7 +50,11 @@ pub fn current(replicas: &[ReplicaRecord], now_ms: i64) -> Option<&ReplicaRecord
 /// Lost the leader lock: the process must stop.
 #[derive(Debug, thiserror::Error)]
 #[error("lost the leader lock: {0}")]
-pub struct Deposed(crate::store::Error);
+pub struct Deposed(String);
+
+/// Longest a leader waits for its lock connection to answer before it
+/// considers the lock lost (less than the grace a new leader gives it).
+const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Campaigns until this replica leads (publishing who leads meanwhile on
 /// `role`), then holds the lock; returns only when the lock is lost.
@@ -87,17 +91,22 @@ pub async fn run(store: &PgStore, me: &str, role: watch::Sender<Role>) -> Depose
     {
         tokio::time::sleep(2 * TRY_EVERY).await;
     }
-    if let Err(e) = store.mark_leader(me, now_ms()).await {
-        // Followers find the leader by this mark; without it they keep asking.
-        warn!(error = %e, "Could not record the leadership; retrying with the heartbeat.");
-        let _ = store.mark_leader(me, now_ms()).await;
-    }
     info!(replica = %me, "This replica leads: it drives pipeline executions and cron triggers.");
     role.send_replace(Role::Leader);
+    let mut marked = false;
     loop {
+        if !marked {
+            // Followers find the leader by this mark; retried until it lands.
+            match store.mark_leader(me, now_ms()).await {
+                Ok(()) => marked = true,
+                Err(e) => warn!(error = %e, "Could not record the leadership; retrying."),
+            }
+        }
         tokio::time::sleep(TRY_EVERY).await;
-        if let Err(e) = lock.check().await {
-            return Deposed(e);
+        match tokio::time::timeout(CHECK_TIMEOUT, lock.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Deposed(e.to_string()),
+            Err(_) => return Deposed(format!("the lock connection did not answer within {CHECK_TIMEOUT:?}")),
         }
     }
 }

@@ -577,8 +577,11 @@ impl Engine {
                     }
                     None => CancelOutcome::NotLive,
                     Some(TaskState::Queued) if self.must_claim(id) => {
-                        // Answered once the claim says whose it is.
-                        self.pick(id, cluster::Pick::Cancel(reply));
+                        // Answered once the claim says whose it is; not offered meanwhile.
+                        if let Some(seq) = self.tasks.get(&id).map(|l| l.queue_seq) {
+                            self.queue.remove(&seq);
+                        }
+                        self.pick(id, cluster::Pick::Cancel(Some(reply)));
                         return;
                     }
                     Some(TaskState::Running) => {
@@ -626,6 +629,13 @@ impl Engine {
                 // With replicas, a task unknown here may be running elsewhere:
                 // its `done` notice (or the caller's own polling) ends the wait.
                 let rx = (self.tasks.contains_key(&id) || self.cluster.is_some()).then(|| {
+                    if self.waiters.len() > 1024 {
+                        // Callers that went away (a task unknown here may never end here).
+                        self.waiters.retain(|_, ws| {
+                            ws.retain(|w| !w.is_closed());
+                            !ws.is_empty()
+                        });
+                    }
                     let (tx, rx) = oneshot::channel();
                     self.waiters.entry(id).or_default().push(tx);
                     rx
@@ -765,14 +775,16 @@ impl Engine {
             };
             let _ = self.apply(id, event);
         }
-        for (id, epoch) in held.into_iter().chain(acked) {
-            let ours = self
-                .tasks
-                .get(&id)
-                .is_some_and(|l| l.lease.delegate == Some(delegate) && l.lease.epoch == epoch);
+        let held = held.into_iter().map(|(id, e)| (id, e, false));
+        for (id, epoch, was_acked) in held.chain(acked.into_iter().map(|(id, e)| (id, e, true))) {
+            let ours = self.tasks.get(&id).is_some_and(|l| {
+                l.lease.delegate == Some(delegate)
+                    && l.lease.epoch == epoch
+                    && matches!(l.lease.state, TaskState::Offered | TaskState::Running)
+            });
             if !ours && self.cluster.is_some() && !self.owned_here(id) {
                 // Perhaps a lease held through another replica: find out first.
-                self.foreign_lease(delegate, id, epoch);
+                self.foreign_lease(delegate, id, epoch, was_acked);
             } else if !ours {
                 // Its result (if any) will be refused too; tell it now so it stops.
                 self.refuse(
@@ -1100,6 +1112,11 @@ impl Engine {
     /// Stages the task's current row for this turn's commit. Several transitions
     /// of one task in one turn collapse into one write.
     fn stage(&mut self, id: TaskId) {
+        if self.staged.get(&id).is_some_and(|w| w.record.state.is_final()) {
+            // A final row is final: nothing this turn may write over it.
+            error!(task.id = %id, "A write over a final task row was dropped.");
+            return;
+        }
         let Some(live) = self.tasks.get_mut(&id) else { return };
         let l = &live.lease;
         let make = |version| TaskRecord {

@@ -82,12 +82,98 @@ pub trait ReplicaStore: Send + Sync {
     /// Takes one running task for `to` if its owner is still `from` (None: no
     /// owner); false when somebody else got there first or it is not running.
     async fn take_running(&self, id: TaskId, from: Option<&str>, to: &str) -> Result<bool>;
+    /// Takes over offered and running tasks among `ids` that have no owner
+    /// (their owner let go, or they predate replicas) like [`adopt_tasks`].
+    ///
+    /// [`adopt_tasks`]: ReplicaStore::adopt_tasks
+    async fn adopt_unowned(&self, ids: &[TaskId], to: &str) -> Result<Adopted>;
+    /// Offered and running tasks without an owner.
+    async fn unowned_live(&self) -> Result<Vec<TaskId>>;
+    /// Every replica that owns an unfinished task.
+    async fn task_owners(&self) -> Result<Vec<String>>;
     /// The owner of a task, if it has one.
     async fn task_owner(&self, id: TaskId) -> Result<Option<String>>;
     /// Queued tasks nobody owns, oldest first, at most `limit`.
     async fn queued_unowned(&self, limit: u32) -> Result<Vec<TaskRecord>>;
     /// The rows of `ids` that exist.
     async fn tasks_by_ids(&self, ids: &[TaskId]) -> Result<Vec<TaskRecord>>;
+}
+
+/// `UPDATE tasks SET …` of an adoption by `to`: running tasks become its own,
+/// offered ones go back to the queue (a version bump, no delegate), queued ones
+/// lose their owner. SET expressions all read the old row, so `state` in them
+/// is the state before the statement. The caller adds the WHERE clause.
+pub(super) fn adoption<'a, DB>(to: &str) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    use dray_shared::pb::TaskState::{Offered, Queued, Running};
+    let mut q = sqlx::QueryBuilder::<DB>::new("UPDATE tasks SET owner = CASE WHEN state = ");
+    q.push_bind(Running as i32)
+        .push(" THEN ")
+        .push_bind(to.to_string())
+        .push(" ELSE NULL END, version = CASE WHEN state = ")
+        .push_bind(Offered as i32)
+        .push(" THEN version + 1 ELSE version END, delegate_id = CASE WHEN state = ")
+        .push_bind(Offered as i32)
+        .push(" THEN NULL ELSE delegate_id END, state = CASE WHEN state = ")
+        .push_bind(Offered as i32)
+        .push(" THEN ")
+        .push_bind(Queued as i32)
+        .push(" ELSE state END");
+    q
+}
+
+/// Binds the unfinished states a replica may own: offered and running, and
+/// queued too with `queued`.
+pub(super) fn live_states<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, queued: bool)
+where
+    DB: sqlx::Database,
+    i32: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    use dray_shared::pb::TaskState::{Offered, Queued, Running};
+    let mut list = q.separated(", ");
+    if queued {
+        list.push_bind(Queued as i32);
+    }
+    list.push_bind(Offered as i32).push_bind(Running as i32);
+}
+
+/// Reads the `RETURNING id, state` rows of an adoption.
+pub(super) fn adopted<R: sqlx::Row>(rows: Result<Vec<R>, sqlx::Error>) -> Result<Adopted>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let rows = rows.map_err(super::common::db_error)?;
+    let mut adopted = Adopted::default();
+    for r in &rows {
+        let id: String = r.try_get(0).map_err(super::common::db_error)?;
+        let state: i32 = r.try_get(1).map_err(super::common::db_error)?;
+        if state == dray_shared::pb::TaskState::Running as i32 {
+            adopted.running.push(stored_task_id(id)?);
+        } else {
+            adopted.requeued.push(stored_task_id(id)?);
+        }
+    }
+    Ok(adopted)
+}
+
+/// Pushes ` IN (id, id, …)` with every id bound.
+pub(super) fn push_ids<'a, DB>(q: &mut sqlx::QueryBuilder<'a, DB>, ids: &[TaskId])
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push(" IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_string());
+    }
+    q.push(")");
 }
 
 /// Parses a task id read back from the store.
@@ -183,21 +269,24 @@ macro_rules! impl_replica_store {
                 if ids.is_empty() {
                     return Ok(vec![]);
                 }
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = ");
-                q.push_bind(owner.to_string())
-                    .push(" WHERE id IN (SELECT id FROM tasks WHERE owner IS NULL AND state = ")
-                    .push_bind(dray_shared::pb::TaskState::Queued as i32)
-                    .push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(id.to_string());
-                }
-                q.push(")").push($lock).push(") RETURNING id, version, epoch");
                 let mut tx = self.$writer.begin().await.map_err(db_error)?;
                 if $async_claim {
                     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.map_err(db_error)?;
                 }
-                let rows = q.build().persistent(false).fetch_all(&mut *tx).await.map_err(db_error)?;
+                let mut rows = vec![];
+                for chunk in ids.chunks(5_000) {
+                    // `owner = me` too: a claim retried after its commit's answer was lost wins again.
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = ");
+                    q.push_bind(owner.to_string())
+                        .push(" WHERE id IN (SELECT id FROM tasks WHERE (owner IS NULL OR owner = ")
+                        .push_bind(owner.to_string())
+                        .push(") AND state = ")
+                        .push_bind(dray_shared::pb::TaskState::Queued as i32)
+                        .push(" AND id");
+                    $crate::store::replicas::push_ids(&mut q, chunk);
+                    q.push($lock).push(") RETURNING id, version, epoch");
+                    rows.extend(q.build().persistent(false).fetch_all(&mut *tx).await.map_err(db_error)?);
+                }
                 tx.commit().await.map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
@@ -217,23 +306,20 @@ macro_rules! impl_replica_store {
                 owner: &str,
                 ids: &[dray_shared::TaskId],
             ) -> $crate::store::Result<u64> {
-                if ids.is_empty() {
-                    return Ok(0);
+                let mut released = 0;
+                for chunk in ids.chunks(5_000) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = NULL WHERE owner = ");
+                    q.push_bind(owner.to_string()).push(" AND id");
+                    $crate::store::replicas::push_ids(&mut q, chunk);
+                    let done = q
+                        .build()
+                        .persistent(false)
+                        .execute(&self.$writer)
+                        .await
+                        .map_err($crate::store::common::db_error)?;
+                    released += done.rows_affected();
                 }
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = NULL WHERE owner = ");
-                q.push_bind(owner.to_string()).push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(id.to_string());
-                }
-                q.push(")");
-                let done = q
-                    .build()
-                    .persistent(false)
-                    .execute(&self.$writer)
-                    .await
-                    .map_err($crate::store::common::db_error)?;
-                Ok(done.rows_affected())
+                Ok(released)
             }
 
             async fn adopt_tasks(
@@ -241,42 +327,51 @@ macro_rules! impl_replica_store {
                 from: &str,
                 to: &str,
             ) -> $crate::store::Result<$crate::store::replicas::Adopted> {
-                use dray_shared::pb::TaskState::{Offered, Queued, Running};
-                use sqlx::Row as _;
-                use $crate::store::common::db_error;
-                // SET expressions all read the old row, so `state` below is the
-                // state before this statement.
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET owner = CASE WHEN state = ");
-                q.push_bind(Running as i32)
-                    .push(" THEN ")
-                    .push_bind(to.to_string())
-                    .push(" ELSE NULL END, version = CASE WHEN state = ")
-                    .push_bind(Offered as i32)
-                    .push(" THEN version + 1 ELSE version END, state = CASE WHEN state = ")
-                    .push_bind(Offered as i32)
-                    .push(" THEN ")
-                    .push_bind(Queued as i32)
-                    .push(" ELSE state END WHERE owner = ")
-                    .push_bind(from.to_string())
-                    .push(" AND state IN (")
-                    .push_bind(Queued as i32)
-                    .push(", ")
-                    .push_bind(Offered as i32)
-                    .push(", ")
-                    .push_bind(Running as i32)
-                    .push(") RETURNING id, state");
-                let rows = q.build().fetch_all(&self.$writer).await.map_err(db_error)?;
-                let mut adopted = $crate::store::replicas::Adopted::default();
-                for r in &rows {
-                    let id = $crate::store::replicas::stored_task_id(r.try_get("id").map_err(db_error)?)?;
-                    let state: i32 = r.try_get("state").map_err(db_error)?;
-                    if state == Running as i32 {
-                        adopted.running.push(id);
-                    } else {
-                        adopted.requeued.push(id);
-                    }
+                let mut q = $crate::store::replicas::adoption::<$db>(to);
+                q.push(" WHERE owner = ").push_bind(from.to_string()).push(" AND state IN (");
+                $crate::store::replicas::live_states(&mut q, true);
+                $crate::store::replicas::adopted(q.push(") RETURNING id, state").build().fetch_all(&self.$writer).await)
+            }
+
+            async fn adopt_unowned(
+                &self,
+                ids: &[dray_shared::TaskId],
+                to: &str,
+            ) -> $crate::store::Result<$crate::store::replicas::Adopted> {
+                let mut all = $crate::store::replicas::Adopted::default();
+                for chunk in ids.chunks(5_000) {
+                    let mut q = $crate::store::replicas::adoption::<$db>(to);
+                    q.push(" WHERE owner IS NULL AND state IN (");
+                    $crate::store::replicas::live_states(&mut q, false);
+                    q.push(") AND id");
+                    $crate::store::replicas::push_ids(&mut q, chunk);
+                    q.push(" RETURNING id, state");
+                    let one = $crate::store::replicas::adopted(q.build().persistent(false).fetch_all(&self.$writer).await)?;
+                    all.running.extend(one.running);
+                    all.requeued.extend(one.requeued);
                 }
-                Ok(adopted)
+                Ok(all)
+            }
+
+            async fn unowned_live(&self) -> $crate::store::Result<Vec<dray_shared::TaskId>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM tasks WHERE owner IS NULL AND state IN (");
+                $crate::store::replicas::live_states(&mut q, false);
+                q.push(")");
+                let ids: Vec<String> = q
+                    .build_query_scalar()
+                    .fetch_all(&self.$reader)
+                    .await
+                    .map_err($crate::store::common::db_error)?;
+                ids.into_iter().map($crate::store::replicas::stored_task_id).collect()
+            }
+
+            async fn task_owners(&self) -> $crate::store::Result<Vec<String>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT DISTINCT owner FROM tasks WHERE owner IS NOT NULL AND state IN (",
+                );
+                $crate::store::replicas::live_states(&mut q, true);
+                q.push(")");
+                q.build_query_scalar().fetch_all(&self.$reader).await.map_err($crate::store::common::db_error)
             }
 
             async fn take_running(
@@ -332,13 +427,9 @@ macro_rules! impl_replica_store {
                     let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
                         "SELECT ",
                         $crate::store::common::task_columns!(),
-                        " FROM tasks WHERE id IN ("
+                        " FROM tasks WHERE id"
                     ));
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.to_string());
-                    }
-                    q.push(")");
+                    $crate::store::replicas::push_ids(&mut q, chunk);
                     let rows = q
                         .build()
                         .persistent(false)

@@ -23,6 +23,7 @@ macro_rules! replica_conformance_suite {
             a_dead_replicas_unfinished_tasks_are_adopted,
             a_running_task_is_taken_only_from_its_expected_owner,
             queued_unowned_and_by_ids_read_rows,
+            unowned_offered_and_running_tasks_are_found_and_adopted,
         );
     };
     (@each $fixture:ty; $($name:ident),* $(,)?) => {
@@ -94,6 +95,10 @@ pub(crate) async fn claims_are_exclusive_and_only_take_queued_unowned_tasks(
     wanted.push(done.id);
     let b = store.claim_tasks("b", &wanted).await?;
     ensure!(ids_of(&b) == ids[4..].iter().copied().collect::<BTreeSet<_>>(), "{b:?}");
+    let again = store.claim_tasks("a", &ids[..1]).await?;
+    ensure!(ids_of(&again) == BTreeSet::from([ids[0]]), "a claim retried by its owner wins again: {again:?}");
+    let owners: BTreeSet<String> = store.task_owners().await?.into_iter().collect();
+    ensure!(owners == BTreeSet::from(["a".to_string(), "b".to_string()]), "{owners:?}");
     ensure!(store.task_owner(ids[0]).await?.as_deref() == Some("a"));
     ensure!(store.task_owner(ids[5]).await?.as_deref() == Some("b"));
     ensure!(store.task_owner(done.id).await?.is_none());
@@ -137,6 +142,7 @@ pub(crate) async fn a_dead_replicas_unfinished_tasks_are_adopted(store: &dyn Sto
     let (o2, o) = update(&offered, |t| {
         t.state = pb::TaskState::Offered;
         t.epoch = Epoch(1);
+        t.delegate_id = Some(dray_shared::DelegateId::new());
     });
     let (_, f) = update(&finished, |t| t.state = pb::TaskState::Succeeded);
     store.commit(&tasks_batch(vec![r, o, f])).await?;
@@ -152,6 +158,7 @@ pub(crate) async fn a_dead_replicas_unfinished_tasks_are_adopted(store: &dyn Sto
     let back = store.get_task(offered.id).await?.expect("row");
     ensure!(back.state == pb::TaskState::Queued && back.version == o2.version + 1, "{back:?}");
     ensure!(back.epoch == Epoch(1), "the epoch stays: the next offer takes a newer one");
+    ensure!(back.delegate_id.is_none(), "the dead offer's delegate no longer holds it");
     ensure!(store.task_owner(finished.id).await?.is_none());
     ensure!(store.adopt_tasks("dead", "alive").await? == Adopted::default(), "nothing twice");
     Ok(())
@@ -187,5 +194,28 @@ pub(crate) async fn queued_unowned_and_by_ids_read_rows(store: &dyn Store) -> an
     got.sort_by_key(|t| t.created_ms);
     ensure!(got == vec![ts[1].clone(), ts[4].clone()], "{got:?}");
     ensure!(store.tasks_by_ids(&[]).await?.is_empty());
+    Ok(())
+}
+
+pub(crate) async fn unowned_offered_and_running_tasks_are_found_and_adopted(
+    store: &dyn Store,
+) -> anyhow::Result<()> {
+    let [running, offered, queued] = [100, 101, 102].map(|n| task(n, pb::TaskState::Queued));
+    store.commit(&tasks_batch(vec![insert(&running), insert(&offered), insert(&queued)])).await?;
+    // Written by a replica that then let go (a handoff), or before replicas existed.
+    let (_, r) = update(&running, |t| t.state = pb::TaskState::Running);
+    let (_, o) = update(&offered, |t| t.state = pb::TaskState::Offered);
+    store.commit(&tasks_batch(vec![r, o])).await?;
+    let found: BTreeSet<TaskId> = store.unowned_live().await?.into_iter().collect();
+    ensure!(
+        found == BTreeSet::from([running.id, offered.id]),
+        "queued tasks are nobody's by design: {found:?}"
+    );
+    let adopted = store.adopt_unowned(&[running.id, offered.id, queued.id], "me").await?;
+    ensure!(adopted.running == vec![running.id] && adopted.requeued == vec![offered.id], "{adopted:?}");
+    ensure!(store.task_owner(running.id).await?.as_deref() == Some("me"));
+    ensure!(store.get_task(offered.id).await?.map(|t| t.state) == Some(pb::TaskState::Queued));
+    ensure!(store.unowned_live().await?.is_empty());
+    ensure!(store.adopt_unowned(&[running.id], "other").await? == Adopted::default(), "owned now");
     Ok(())
 }

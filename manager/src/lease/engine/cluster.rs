@@ -64,13 +64,16 @@ pub enum Remote {
 pub(super) enum Pick {
     Offer(DelegateId),
     Expire,
-    Cancel(oneshot::Sender<CancelOutcome>),
+    /// An operator's cancel: here (with the caller to answer) or forwarded.
+    Cancel(Option<oneshot::Sender<CancelOutcome>>),
 }
 
 /// A lease a delegate here holds but this replica does not own (yet).
 struct Foreign {
     delegate: DelegateId,
     epoch: Epoch,
+    /// Acknowledged but never granted (the grant must be sent again).
+    acked: bool,
     /// What the delegate said about it meanwhile (results, acks), in order.
     events: Vec<Event>,
     logs: Vec<pb::TaskLogs>,
@@ -89,6 +92,8 @@ pub(super) struct State {
     other: Vec<Notice>,
     foreign: HashMap<TaskId, Foreign>,
     adopted: Vec<TaskId>,
+    /// Leases let go of, and claims won for nothing: their owner is cleared
+    /// after the commit.
     handed_off: Vec<TaskId>,
     /// A claim lost a pick: dispatch again without waiting for an event.
     pub(super) again: bool,
@@ -190,7 +195,8 @@ impl Engine {
         match news {
             Remote::Queued(rows) => {
                 for row in rows {
-                    if row.state != TaskState::Queued {
+                    // A row this turn writes is newer here than what was read.
+                    if row.state != TaskState::Queued || self.staged.contains_key(&row.id) {
                         continue;
                     }
                     match self.tasks.get_mut(&row.id) {
@@ -225,18 +231,28 @@ impl Engine {
                     self.after.push(After::Finished(id, Some(Arc::new(row))));
                 }
             }
-            Remote::Cancel(id) => {
-                if self.tasks.get(&id).is_some_and(|l| l.lease.state != TaskState::Queued) {
+            Remote::Cancel(id) => match self.tasks.get(&id).map(|l| (l.lease.state, l.queue_seq)) {
+                // A queued copy: whoever wins the claim cancels it.
+                Some((TaskState::Queued, seq)) if self.must_claim(id) => {
+                    self.queue.remove(&seq);
+                    self.pick(id, Pick::Cancel(None));
+                }
+                Some(_) => {
                     let _ = self.apply(id, Event::Cancel);
                 }
-            }
+                None => {}
+            },
             Remote::Release { task, to } => {
                 if to == self.me() {
                     return;
                 }
                 let Some(live) = self.tasks.get(&task) else { return };
                 let holder_here = live.lease.delegate.is_some_and(|d| self.index.contains_key(&d));
-                if live.lease.state == TaskState::Running && !holder_here {
+                // A session here that renewed nothing for two heartbeats is
+                // half-open: the delegate is talking to the asking replica.
+                let quiet_ms = 2 * self.config.heartbeat_interval().as_millis() as i64;
+                let stale = live.lease.deadline_ms < self.now + self.config.ttl_ms() - quiet_ms;
+                if live.lease.state == TaskState::Running && (!holder_here || stale) {
                     info!(task.id = %task, to = %to, "Handing a lease over to the replica its delegate moved to.");
                     self.metrics.forget(TaskState::Running);
                     self.tasks.remove(&task);
@@ -279,20 +295,37 @@ impl Engine {
                     live.version = claimed.version;
                     live.lease.epoch = claimed.epoch;
                 }
+                let queued = self.tasks.get(&id).is_some_and(|l| l.lease.state == TaskState::Queued);
                 match pick {
-                    Pick::Offer(to) => {
+                    Pick::Offer(to) if queued => {
                         let _ = self.apply(id, Event::Offer { to, ack_ms });
                     }
-                    Pick::Expire => {
+                    Pick::Offer(to) => self.give_back(to),
+                    Pick::Expire if queued => {
                         let explanation = self.explain(id);
                         let _ = self.apply(id, Event::QueueTimeout { explanation });
                     }
+                    Pick::Expire => {}
                     Pick::Cancel(reply) => {
-                        let _ = self.apply(id, Event::Cancel);
-                        self.then(move || {
-                            let _ = reply.send(CancelOutcome::Cancelled);
-                        });
+                        let outcome = if queued {
+                            let _ = self.apply(id, Event::Cancel);
+                            CancelOutcome::Cancelled
+                        } else {
+                            CancelOutcome::Forwarded
+                        };
+                        if let Some(reply) = reply {
+                            self.then(move || {
+                                let _ = reply.send(outcome);
+                            });
+                        }
                     }
+                }
+                // Won for nothing (the copy went meanwhile): the task must not
+                // stay queued under this replica's name.
+                if !self.staged.contains_key(&id)
+                    && let Some(c) = self.cluster.as_mut()
+                {
+                    c.handed_off.push(id);
                 }
                 continue;
             }
@@ -301,17 +334,9 @@ impl Engine {
                 self.tasks.remove(&id);
             }
             match pick {
-                Pick::Offer(to) => {
-                    if let Some(&i) = self.index.get(&to) {
-                        let cand = &mut self.candidates[i];
-                        cand.credits += 1;
-                        if !cand.draining {
-                            self.free_credits += 1;
-                        }
-                    }
-                }
-                Pick::Expire => {}
-                Pick::Cancel(reply) => {
+                Pick::Offer(to) => self.give_back(to),
+                Pick::Expire | Pick::Cancel(None) => {}
+                Pick::Cancel(Some(reply)) => {
                     self.notify(Notice::Cancel(id));
                     self.then(move || {
                         let _ = reply.send(CancelOutcome::Forwarded);
@@ -328,8 +353,27 @@ impl Engine {
         Ok(())
     }
 
-    /// A delegate here holds `id` at `epoch`, which this replica does not know.
-    pub(super) fn foreign_lease(&mut self, delegate: DelegateId, id: TaskId, epoch: Epoch) {
+    /// Returns a delegate's slot reserved for an offer that was not made.
+    fn give_back(&mut self, to: DelegateId) {
+        if let Some(&i) = self.index.get(&to) {
+            let cand = &mut self.candidates[i];
+            cand.credits += 1;
+            if !cand.draining {
+                self.free_credits += 1;
+            }
+        }
+    }
+
+    /// A delegate here holds `id` at `epoch` (or acknowledged it, `acked`),
+    /// which this replica does not own.
+    pub(super) fn foreign_lease(&mut self, delegate: DelegateId, id: TaskId, epoch: Epoch, acked: bool) {
+        if let Some(w) = self.staged.get(&id) {
+            // This turn wrote the task (it ended, or went back to the queue):
+            // the store does not show it yet, this replica knows better.
+            let why = format!("lease is not active (task {})", w.record.state.short_name());
+            self.refuse(delegate, id, epoch, why);
+            return;
+        }
         if self.tasks.get(&id).is_some_and(|l| l.lease.state == TaskState::Queued) {
             // A stale queued copy: somebody claimed it since.
             self.metrics.forget(TaskState::Queued);
@@ -339,7 +383,15 @@ impl Engine {
         if let Some(c) = self.cluster.as_mut() {
             c.foreign.insert(
                 id,
-                Foreign { delegate, epoch, events: vec![], logs: vec![], next_check_ms: now, asked_ms: 0 },
+                Foreign {
+                    delegate,
+                    epoch,
+                    acked,
+                    events: vec![],
+                    logs: vec![],
+                    next_check_ms: now,
+                    asked_ms: 0,
+                },
             );
         }
     }
@@ -352,7 +404,8 @@ impl Engine {
             .and_then(|c| c.foreign.get(&id))
             .is_some_and(|f| f.delegate == delegate && f.epoch == epoch);
         if !known {
-            self.foreign_lease(delegate, id, epoch);
+            let acked = matches!(event, Event::Ack { .. });
+            self.foreign_lease(delegate, id, epoch, acked);
         }
         // Heartbeats need no replay: adoption restarts the TTL.
         if !matches!(event, Event::Heartbeat { .. })
@@ -468,8 +521,8 @@ impl Engine {
         let ttl_ms = self.config.ttl_ms();
         match foreign {
             Some(f) => {
-                let _ = self
-                    .apply(id, Event::Reattach { by: f.delegate, held: Some(f.epoch), acked: None, ttl_ms });
+                let (held, acked) = if f.acked { (None, Some(f.epoch)) } else { (Some(f.epoch), None) };
+                let _ = self.apply(id, Event::Reattach { by: f.delegate, held, acked, ttl_ms });
                 for logs in f.logs {
                     self.logs_from(f.delegate, logs);
                 }
@@ -493,7 +546,9 @@ impl Engine {
     /// commit, so nothing this replica wrote about them can follow).
     pub(super) async fn release_handed_off(&mut self) -> Result<(), crate::store::Error> {
         let Some(c) = self.cluster.as_mut() else { return Ok(()) };
-        let ids = std::mem::take(&mut c.handed_off);
+        let mut ids = std::mem::take(&mut c.handed_off);
+        // Taken back within the same turn (its delegate came back): still ours.
+        ids.retain(|id| !self.tasks.contains_key(id));
         if ids.is_empty() {
             return Ok(());
         }
@@ -699,6 +754,34 @@ mod tests {
             (TaskState::Succeeded, Epoch(1)),
             "recorded once, not re-run"
         );
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_lease_taken_over_gets_its_grant_again() {
+        // The owner committed the grant and died before the delegate heard it.
+        let dir = tempfile::tempdir().unwrap();
+        let (b, store) = replica(&dir, "b").await;
+        store.heartbeat_replica(&registered("dead", 0)).await.unwrap();
+        let d = DelegateId::new();
+        let row = running_elsewhere(&*store, "dead", d).await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let acked = vec![pb::LeaseRef { task_id: row.id.to_string(), epoch: 1 }];
+        let hello = pb::Hello { version: "t".into(), capacity: 1, acked, ..Default::default() };
+        let scope = pb::Scope { account: "default".into(), ..Default::default() };
+        b.attach(Attach { delegate: d, session: 1, name: "d".into(), scope, hello, tx }).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            match *m {
+                Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::Granted(g)) }) => {
+                    assert_eq!((g.task_id, g.epoch), (row.id.to_string(), 1));
+                    break;
+                }
+                Ok(pb::ManagerMessage { msg: Some(pb::manager_message::Msg::LeaseRefused(r)) }) => {
+                    panic!("refused: {}", r.reason)
+                }
+                _ => {}
+            }
+        }
     }
 
     #[tokio::test]
