@@ -29,21 +29,27 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How long an offered or running task may stay without an owner (a handoff
 /// in flight takes about a second) before a replica adopts it.
 pub const UNOWNED_GRACE: Duration = Duration::from_secs(10);
+/// Looking for orphaned and unowned tasks reads the unfinished tasks, so it
+/// runs on every tenth sweep only (they are rare: a clean stop, a handoff
+/// whose delegate vanished); dead replicas are looked for on every sweep.
+const ORPHANS_EVERY: u64 = 10;
 
 /// Runs until the lease engine stops.
 pub async fn run(store: Arc<PgStore>, me: String, lease: Handle) -> Result<(), Stopped> {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unowned = HashMap::new();
-    loop {
+    for n in 0u64.. {
         tick.tick().await;
-        if let Err(e) = sweep(&store, &me, &lease, &mut unowned).await {
+        let orphans = n % ORPHANS_EVERY == 0;
+        if let Err(e) = sweep(&store, &me, &lease, orphans.then_some(&mut unowned)).await {
             match e {
                 SweepError::Stopped => return Err(Stopped),
                 SweepError::Store(e) => warn!(error = %e, "Looking for dead replicas failed; retrying."),
             }
         }
     }
+    Ok(())
 }
 
 enum SweepError {
@@ -67,7 +73,7 @@ async fn sweep(
     store: &PgStore,
     me: &str,
     lease: &Handle,
-    unowned: &mut HashMap<TaskId, Instant>,
+    unowned: Option<&mut HashMap<TaskId, Instant>>,
 ) -> Result<(), SweepError> {
     let now = now_ms();
     let ttl_ms = REPLICA_TTL.as_millis() as i64;
@@ -82,6 +88,7 @@ async fn sweep(
             }
         }
     }
+    let Some(unowned) = unowned else { return Ok(()) };
     for owner in store.task_owners().await? {
         if owner != me && !registered.contains(owner.as_str()) {
             let adopted = store.adopt_tasks(&owner, me).await?;
