@@ -198,6 +198,12 @@ fn replica_gone_mid_task(stop: impl FnOnce(&mut Manager)) -> anyhow::Result<()> 
     let id = rs[0].run_task(&script, &[])?;
     rs[0].wait_state(&id, &["running"], Duration::from_secs(20))?;
     wait_for("the script to start", Duration::from_secs(20), || (count_lines(&runs) == 1).then_some(()))?;
+    // Log lines are not acknowledged one by one: lines still in flight when a
+    // replica dies are lost with it (see docs/ha-design.md). Stop B once the
+    // first line is stored, so what follows is about the task and later lines.
+    wait_for("the first log line to be stored", T, || {
+        rs[0].logs(&id).ok().filter(|l| l.contains("marker-begin-7f3a")).map(|_| ())
+    })?;
 
     stop(&mut rs[1]);
     d.wait_connected(2)?;
