@@ -12,42 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use dray_shared::pb::{self, api_client::ApiClient};
+use dray_shared::pb;
+use dray_tests::bench::{Client, client, env_num, noop, percentile};
 use dray_tests::*;
-use tonic::metadata::MetadataValue;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-type Client = ApiClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>;
-
-#[derive(Clone)]
-struct Auth(MetadataValue<tonic::metadata::Ascii>);
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-async fn client(m: &Manager) -> anyhow::Result<Client> {
-    let ca = std::fs::read_to_string(m.ca_file())?;
-    let ch = dray_shared::tls::endpoint(&m.url(), &ca, None)?.connect().await?;
-    let auth = Auth(format!("Bearer {}", m.admin_token()).parse()?);
-    Ok(ApiClient::with_interceptor(ch, auth).max_decoding_message_size(256 * 1024 * 1024))
-}
-
-fn noop() -> pb::TaskSpec {
-    pb::TaskSpec { kind: "noop".into(), ..Default::default() }
-}
 
 /// Tasks that reached a final state, from the manager's metrics on `http_port`.
 fn finished(http_port: u16) -> u64 {

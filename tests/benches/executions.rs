@@ -14,34 +14,11 @@
 
 use std::time::{Duration, Instant};
 
-use dray_shared::pb::{self, pipelines_client::PipelinesClient};
+use dray_shared::pb;
+use dray_tests::bench::{Pipelines as Client, env_num, pipelines as client};
 use dray_tests::*;
-use tonic::metadata::MetadataValue;
 
 const STEPS: usize = 10;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-#[derive(Clone)]
-struct Auth(MetadataValue<tonic::metadata::Ascii>);
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Client =
-    PipelinesClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>;
-
-async fn client(m: &Manager) -> anyhow::Result<Client> {
-    let ca = std::fs::read_to_string(m.ca_file())?;
-    let ch = dray_shared::tls::endpoint(&m.url(), &ca, None)?.connect().await?;
-    let auth = Auth(format!("Bearer {}", m.admin_token()).parse()?);
-    Ok(PipelinesClient::with_interceptor(ch, auth))
-}
 
 /// 3 stages (4 + 3 + 3 steps, the first with a parallel pair), all `Noop`.
 fn pipeline_yaml() -> String {

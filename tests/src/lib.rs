@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+pub mod bench;
 pub mod cron;
 pub mod k8s_peer;
 pub mod moto;

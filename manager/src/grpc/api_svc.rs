@@ -411,7 +411,7 @@ impl Api for ApiSvc {
     ) -> Result<Response<pb::ListDelegatesResponse>, Status> {
         let live: HashMap<DelegateId, _> =
             self.engine.snapshot().await?.sessions.into_iter().map(|s| (s.delegate, s)).collect();
-        let delegates = self
+        let mut delegates: Vec<pb::Delegate> = self
             .store
             .list_delegates()
             .await?
@@ -434,7 +434,6 @@ impl Api for ApiSvc {
                 }
             })
             .collect();
-        let mut delegates: Vec<pb::Delegate> = delegates;
         if !req.get_ref().local {
             // A delegate's session is on one replica: take that replica's view of it.
             let asked = self

@@ -47,8 +47,8 @@ const MAX_SCAN: usize = 10_000;
 /// Rows the `finished` feed buffers for a slow consumer before it lags (a
 /// lagging consumer re-reads the rows it missed from the store).
 const FINISHED_CAPACITY: usize = 65_536;
-/// Attempts at a retryable store read inside a turn before the engine stops.
-const READ_ATTEMPTS: u32 = 20;
+/// Attempts at a retryable store call inside a turn before the engine stops.
+const STORE_ATTEMPTS: u32 = 20;
 
 /// Timing knobs of the engine.
 #[derive(Debug, Clone)]
@@ -329,7 +329,7 @@ where
     loop {
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && attempt < READ_ATTEMPTS => {
+            Err(e) if e.is_retryable() && attempt < STORE_ATTEMPTS => {
                 attempt += 1;
                 warn!(error = %e, attempt, what, "Store call failed; retrying.");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
@@ -1304,9 +1304,6 @@ impl Engine {
             }
             None => vec![],
         };
-        if self.staged.is_empty() && self.logs.is_empty() && self.audit.is_empty() && notices.is_empty() {
-            return Ok(());
-        }
         let batch = Batch {
             tasks: self.staged.drain().map(|(_, w)| w).collect(),
             logs: std::mem::take(&mut self.logs),
@@ -1314,22 +1311,11 @@ impl Engine {
             notices,
             owner: self.config.replica.clone(),
         };
-        let started = std::time::Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            match self.store.commit(&batch).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && attempt < 20 => {
-                    attempt += 1;
-                    warn!(error = %e, attempt, "Store commit failed; retrying.");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
-                }
-                Err(e) => {
-                    error!(error = %e, "Store commit failed for good; stopping the lease engine.");
-                    return Err(e);
-                }
-            }
+        if batch.is_empty() {
+            return Ok(());
         }
+        let started = std::time::Instant::now();
+        retrying("batch commit", || self.store.commit(&batch)).await?;
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.commit_rows.observe(batch.tasks.len() as f64);
         Ok(())

@@ -79,14 +79,24 @@ pub(super) struct TaskPlan<'a> {
 }
 
 impl<'a> TaskPlan<'a> {
-    /// Ids of inserted rows that are already offered or running: the
-    /// committing replica's own.
-    pub(super) fn owned_inserts(&self) -> Vec<String> {
-        self.inserts
+    /// `UPDATE … SET owner` for inserted rows that are already offered or
+    /// running (the committing replica's own); `None` when there are none.
+    pub(super) fn own_inserts<'q, DB>(&self, owner: Option<&str>) -> Option<sqlx::QueryBuilder<'q, DB>>
+    where
+        DB: sqlx::Database,
+        String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let owned: Vec<TaskId> = self
+            .inserts
             .iter()
             .filter(|r| matches!(r.state, pb::TaskState::Offered | pb::TaskState::Running))
-            .map(|r| r.id.to_string())
-            .collect()
+            .map(|r| r.id)
+            .collect();
+        let owner = owner.filter(|_| !owned.is_empty())?;
+        let mut q = sqlx::QueryBuilder::<DB>::new("UPDATE tasks SET owner = ");
+        q.push_bind(owner.to_string()).push(" WHERE id");
+        super::replicas::push_ids(&mut q, &owned);
+        Some(q)
     }
 
     /// Collapses a batch's task writes to one write per task id, because a

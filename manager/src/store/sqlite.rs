@@ -134,15 +134,7 @@ impl SqliteStore {
             Err(Error::Conflict { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let owned = plan.owned_inserts();
-        if let (Some(owner), false) = (&batch.owner, owned.is_empty()) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE tasks SET owner = ");
-            q.push_bind(owner.as_str()).push(" WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in &owned {
-                list.push_bind(id.as_str());
-            }
-            q.push(")");
+        if let Some(mut q) = plan.own_inserts::<sqlx::Sqlite>(batch.owner.as_deref()) {
             q.build().persistent(false).execute(&mut *tx).await.map_err(db_error)?;
         }
         if !update_tasks(&mut tx, &plan.updates, batch.owner.as_deref()).await? {
